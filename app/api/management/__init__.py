@@ -1,0 +1,1 @@
+"""The model-management API (/api/v1/*)."""

@@ -1,0 +1,366 @@
+"""TransformersEngine: turns a GenerationRequest into a sequence in a resident model's batch, and its tokens
+back into Chunks (with tool-call parsing, timings and metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from app.engine import tools as tooling
+from app.engine.constraints import ConstraintSpec, validate_format
+from app.engine.detok import IncrementalDetokenizer
+from app.engine.manager import ModelManager, Resident
+from app.engine.sampling import RowSampler
+from app.engine.scheduler import Sequence
+from app.engine.stopping import StopMatcher
+from app.engine.types import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    RunningModel,
+    SamplingParams,
+    Timings,
+)
+from app.errors import GenerationFailed, InvalidRequest, Overloaded
+from app.metrics import Metrics
+from app.registry.catalog_base import Catalog
+from app.registry.types import Alias, ResolvedModel
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Tokens to leave for the answer when trimming a prompt that has no explicit max_tokens.
+DEFAULT_RESERVE = 512
+
+
+class TransformersEngine:
+    def __init__(self, settings: Settings, catalog: Catalog, metrics: Metrics) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.metrics = metrics
+        self.manager = ModelManager(settings, metrics)
+        self._waiting = 0
+        self._preload: list[str] = settings.preload_list
+        self._preloaded: set[str] = set()
+        self._preload_task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----
+    async def startup(self) -> None:
+        self.manager.start_reaper()
+        if self._preload:
+            self._preload_task = asyncio.get_running_loop().create_task(self._do_preload())
+
+    async def _do_preload(self) -> None:
+        for name in self._preload:
+            try:
+                await self.manager.ensure(self.catalog.resolve(name), None, pinned=True)
+                self._preloaded.add(name)
+            except Exception:
+                log.exception("preloading %s failed", name)
+
+    def ready(self) -> bool:
+        return all(name in self._preloaded for name in self._preload)
+
+    def alive(self) -> bool:
+        return all(r.scheduler.alive() for r in self.manager.residents.values())
+
+    async def probe(self) -> bool:
+        if not self._preload:
+            return True
+        chunks = await self.start(
+            GenerationRequest(model=self._preload[0], prompt="Hi", raw=True, sampling=SamplingParams(max_tokens=1))
+        )
+        async for _ in chunks:
+            pass
+        return True
+
+    async def aclose(self) -> None:
+        if self._preload_task is not None:
+            self._preload_task.cancel()
+        await self.manager.aclose()
+
+    # ---- residency ----
+    async def load(self, model: str, *, keep_alive: float | None = None) -> float:
+        resolved = self.catalog.resolve(model)
+        before = self.manager.find(resolved.load_key)
+        if keep_alive == 0:
+            await self.manager.unload(resolved)
+            return 0.0
+        started = time.perf_counter()
+        await self.manager.ensure(resolved, self._keep_alive(resolved, keep_alive))
+        return 0.0 if before is not None else time.perf_counter() - started
+
+    async def unload(self, model: str) -> bool:
+        return await self.manager.unload(self.catalog.resolve(model))
+
+    def running(self) -> list[RunningModel]:
+        return self.manager.running()
+
+    @staticmethod
+    def _keep_alive(resolved: ResolvedModel, requested: float | None) -> float | None:
+        if requested is not None:
+            return requested
+        return resolved.alias.keep_alive if resolved.alias else None
+
+    # ---- generation ----
+    async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
+        resolved = self.catalog.resolve(req.model)
+        alias = resolved.alias
+        fmt = req.format if req.format not in (None, "") else _alias_format(alias)
+        validate_format(fmt)
+        tool_choice = tooling.validate_tools(req.tools, req.tool_choice) if req.tools else "none"
+        if self._waiting >= self.settings.max_queue:
+            self.metrics.failures.labels(reason="queue_full").inc()
+            raise Overloaded("server busy, please try again.  maximum pending requests exceeded")
+        self._waiting += 1
+        self.metrics.requests_waiting.inc()
+        queued_at = time.perf_counter()
+        released = False
+        try:
+            load_started = time.perf_counter()
+            res = await self.manager.acquire(resolved, self._keep_alive(resolved, req.keep_alive))
+            load_ns = int((time.perf_counter() - load_started) * 1e9)
+        except BaseException:
+            self._waiting -= 1
+            self.metrics.requests_waiting.dec()
+            raise
+        try:
+            alias_params = SamplingParams.from_dict(alias.options) if alias else SamplingParams()
+            params = req.sampling.merged(alias_params).merged(res.defaults).resolved()
+            _check(params)
+            num_ctx = min(params.num_ctx or self.settings.context_length, res.context_length)
+            prompt_ids = await asyncio.to_thread(self._render, res, req, alias, num_ctx, params, tool_choice)
+            room = num_ctx - len(prompt_ids)
+            wanted = params.max_tokens
+            max_new = room if wanted is None or wanted < 0 else min(wanted, room)
+            constraint = None
+            forced = tool_choice not in ("none", "auto")
+            if forced:
+                schema = tooling.call_schema(req.tools, None if tool_choice == "required" else tool_choice)
+                compiler = res.constraint_compiler()
+                constraint = compiler.constraint(ConstraintSpec(kind="tool_call", schema=schema))
+            elif fmt is not None:
+                compiler = res.constraint_compiler()
+                spec = ConstraintSpec(kind="json") if fmt == "json" else ConstraintSpec(kind="schema", schema=fmt)
+                constraint = compiler.constraint(spec)
+            queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
+            loop = asyncio.get_running_loop()
+
+            def emit(item: Chunk | BaseException | None) -> None:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+            seq = Sequence(
+                prompt_ids=prompt_ids,
+                max_new_tokens=max(max_new, 0),
+                sampler=RowSampler(params, prompt_ids, res.eos, res.vocab_size),
+                stop=StopMatcher(params.stop or ()),
+                detok=IncrementalDetokenizer(res.weights.tokenizer),
+                emit=emit,
+                constraint=constraint,
+                top_logprobs=(params.top_logprobs or 0) if params.logprobs else -1,
+            )
+        except BaseException:
+            self._waiting -= 1
+            self.metrics.requests_waiting.dec()
+            self._release(res)
+            raise
+        if seq.max_new_tokens == 0:
+            seq.prefill_only = True
+        res.scheduler.submit(seq)
+        ctx = _StreamContext(res, seq, queue, req, tool_choice, queued_at, load_ns)
+        released = True
+        del released
+        return self._stream(ctx)
+
+    def _render(
+        self,
+        res: Resident,
+        req: GenerationRequest,
+        alias: Alias | None,
+        num_ctx: int,
+        params: SamplingParams,
+        tool_choice: str,
+    ) -> list[int]:
+        reserve = min(params.max_tokens if params.max_tokens and params.max_tokens > 0 else DEFAULT_RESERVE,
+                      num_ctx // 2)
+        template = req.template or (alias.template if alias else None)
+        if req.messages is not None:
+            messages = list(_alias_messages(alias)) + list(req.messages)
+            system = alias.system if alias else None
+            if system and not any(m.role == "system" for m in messages):
+                messages.insert(0, Message(role="system", content=system))
+            tools = req.tools if tool_choice != "none" else ()
+            tool_prompt = tooling.tool_prompt(tools) if tools and not res.renderer.supports_tools() else None
+            ids, dropped = res.renderer.encode_chat(
+                messages, tools=tools, template=template, tool_prompt=tool_prompt, num_ctx=num_ctx,
+                reserve=reserve, truncate=req.truncate,
+            )
+            if dropped:
+                log.debug("dropped %d old messages to fit num_ctx=%d", dropped, num_ctx)
+            return ids
+        return res.renderer.encode_prompt(
+            req.prompt or "",
+            system=req.system if req.system is not None else (alias.system if alias else None),
+            template=template,
+            raw=req.raw,
+            suffix=req.suffix,
+            context=req.context,
+            num_ctx=num_ctx,
+            reserve=reserve,
+            truncate=req.truncate,
+            num_keep=params.num_keep if params.num_keep is not None else 4,
+        )
+
+    def _release(self, res: Resident) -> None:
+        if self.manager.release_and_maybe_unload(res):
+            asyncio.get_running_loop().create_task(self.manager.unload(res.resolved))
+
+    async def _stream(self, ctx: _StreamContext) -> AsyncIterator[Chunk]:
+        res, seq, queue, req = ctx.res, ctx.seq, ctx.queue, ctx.req
+        label = self.metrics.model_label(req.model)
+        waiting = True
+        buffering = bool(req.tools) and ctx.tool_choice != "none"
+        buffered: list[Chunk] = []
+        first_at: float | None = None
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if waiting:
+                    waiting = False
+                    self._waiting -= 1
+                    self.metrics.requests_waiting.dec()
+                    self.metrics.requests_running.inc()
+                    self.metrics.queue_time.labels(model=label).observe(max(0.0, seq.admitted_at - ctx.queued_at))
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if item.finish_reason is None:
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                        self.metrics.ttft.labels(model=label).observe(first_at - ctx.queued_at)
+                    if buffering:
+                        buffered.append(item)
+                    else:
+                        yield item
+                    continue
+                finished = True
+                final = self._finalize(ctx, item, buffered)
+                for chunk in final:
+                    yield chunk
+                self._observe(ctx, label, item)
+                return
+        finally:
+            if waiting:
+                self._waiting -= 1
+                self.metrics.requests_waiting.dec()
+            else:
+                self.metrics.requests_running.dec()
+            if not finished:
+                res.scheduler.cancel(seq)
+            self._release(res)
+
+    def _finalize(self, ctx: _StreamContext, final: Chunk, buffered: list[Chunk]) -> list[Chunk]:
+        timings = Timings(
+            total_ns=int((time.perf_counter() - ctx.queued_at) * 1e9),
+            load_ns=ctx.load_ns,
+            prompt_eval_ns=final.timings.prompt_eval_ns if final.timings else 0,
+            eval_ns=final.timings.eval_ns if final.timings else 0,
+        )
+        final = dataclasses.replace(final, timings=timings)
+        if not buffered and ctx.tool_choice in ("none",):
+            return [final]
+        text = "".join(c.text for c in buffered)
+        logprobs = tuple(lp for c in buffered for lp in c.logprobs)
+        if ctx.tool_choice not in ("none", "auto"):
+            if final.finish_reason == FinishReason.LENGTH:
+                raise GenerationFailed("the tool call did not fit in max_tokens; raise max_tokens/num_predict")
+            call = dataclasses.replace(tooling.parse_forced_call(text), id=tooling.new_call_id())
+            return [Chunk(tool_calls=(call,), logprobs=logprobs),
+                    dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS)]
+        if ctx.tool_choice == "auto":
+            content, calls = tooling.parse_tool_calls(text, ctx.req.tools)
+            if calls:
+                calls = [c if c.id else dataclasses.replace(c, id=tooling.new_call_id()) for c in calls]
+                out = [Chunk(text=content, logprobs=logprobs)] if content.strip() else []
+                return [*out, Chunk(tool_calls=tuple(calls)),
+                        dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS)]
+        return [Chunk(text=text, logprobs=logprobs), final] if (text or logprobs) else [final]
+
+    def _observe(self, ctx: _StreamContext, label: str, final: Chunk) -> None:
+        usage = final.usage
+        if usage is not None:
+            self.metrics.prompt_tokens.labels(model=label).inc(usage.prompt_tokens)
+            self.metrics.generation_tokens.labels(model=label).inc(usage.completion_tokens)
+            if usage.cached_tokens:
+                self.metrics.prefix_cache_hits.labels(model=label).inc(usage.cached_tokens)
+        seq = ctx.seq
+        self.metrics.request_duration.labels(model=label).observe(time.perf_counter() - ctx.queued_at)
+        if len(seq.token_times) > 1:
+            span = seq.token_times[-1] - seq.token_times[0]
+            self.metrics.tpot.labels(model=label).observe(span / (len(seq.token_times) - 1))
+
+    # ---- cache warm-up ----
+    async def warm(self, req: GenerationRequest) -> int:
+        """Prefill `req`'s prompt into the prefix cache without generating; returns the prompt's token count."""
+        warm_req = dataclasses.replace(req, sampling=dataclasses.replace(req.sampling, max_tokens=0))
+        chunks = await self.start(warm_req)
+        tokens = 0
+        async for chunk in chunks:
+            if chunk.usage is not None:
+                tokens = chunk.usage.prompt_tokens
+        return tokens
+
+
+@dataclasses.dataclass
+class _StreamContext:
+    res: Resident
+    seq: Sequence
+    queue: asyncio.Queue[Chunk | BaseException | None]
+    req: GenerationRequest
+    tool_choice: str
+    queued_at: float
+    load_ns: int
+
+
+def _alias_format(alias: Alias | None) -> Any:
+    if alias is None:
+        return None
+    return alias.options.get("format")
+
+
+def _alias_messages(alias: Alias | None) -> list[Message]:
+    if alias is None:
+        return []
+    return [Message(role=str(m.get("role", "user")), content=str(m.get("content", ""))) for m in alias.messages]
+
+
+def _check(p: SamplingParams) -> None:
+    """Range checks that apply whatever protocol the options came from (aliases included)."""
+    problems: list[tuple[str, str]] = []
+    if p.temperature is not None and p.temperature < 0:
+        problems.append(("temperature", "must be >= 0"))
+    if p.top_p is not None and not 0 <= p.top_p <= 1:
+        problems.append(("top_p", "must be between 0 and 1"))
+    if p.top_k is not None and p.top_k < 0:
+        problems.append(("top_k", "must be >= 0"))
+    if p.min_p is not None and not 0 <= p.min_p <= 1:
+        problems.append(("min_p", "must be between 0 and 1"))
+    if p.typical_p is not None and not 0 < p.typical_p <= 1:
+        problems.append(("typical_p", "must be in (0, 1]"))
+    if p.repetition_penalty is not None and p.repetition_penalty <= 0:
+        problems.append(("repetition_penalty", "must be > 0"))
+    if p.num_ctx is not None and p.num_ctx < 4:
+        problems.append(("num_ctx", "must be >= 4"))
+    if p.top_logprobs is not None and not 0 <= p.top_logprobs <= 20:
+        problems.append(("top_logprobs", "must be between 0 and 20"))
+    if problems:
+        field, why = problems[0]
+        raise InvalidRequest(f"{field} {why}", param=field)

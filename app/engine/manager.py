@@ -1,0 +1,352 @@
+"""Residency: which models are loaded, loading them once (single-flight, on a loader thread), keep_alive expiry,
+and LRU eviction under HUGLLAMA_MAX_LOADED_MODELS and the memory budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.engine import loader
+from app.engine.prefix_cache import PrefixCache
+from app.engine.scheduler import BatchScheduler
+from app.engine.templates import PromptRenderer
+from app.engine.types import RunningModel, SamplingParams
+from app.errors import InsufficientMemory, ModelLoadFailed, Overloaded, ServiceError
+from app.hardware import detect, planning
+from app.hardware import estimate as estimating
+from app.metrics import Metrics
+from app.registry.types import ResolvedModel
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Resident:
+    key: str
+    name: str
+    resolved: ResolvedModel
+    weights: loader.LoadedWeights
+    scheduler: BatchScheduler
+    renderer: PromptRenderer
+    eos: set[int]
+    defaults: SamplingParams
+    context_length: int
+    vocab_size: int
+    estimate_bytes: int
+    keep_alive: float
+    pinned: bool = False
+    in_flight: int = 0
+    last_used: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    compiler: Any = None
+
+    def constraint_compiler(self) -> Any:
+        if self.compiler is None:
+            from app.engine.constraints import ConstraintCompiler
+
+            self.compiler = ConstraintCompiler(self.weights.tokenizer, self.vocab_size)
+        return self.compiler
+
+
+@dataclass
+class LoadStatus:
+    """For the management API: loading, loaded or failed (with the error)."""
+
+    name: str
+    state: str
+    error: str | None = None
+    device: str | None = None
+    quantization: str | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.residents: dict[str, Resident] = {}
+        self.status: dict[str, LoadStatus] = {}
+        self._loading: dict[str, asyncio.Future[Resident]] = {}
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
+        self._reaper: asyncio.Task[None] | None = None
+        self.device = detect.choose_device(settings.device)
+        self.dtype = detect.choose_dtype(settings.dtype, self.device)
+
+    # ---- lifecycle ----
+    def start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.time()
+            for res in list(self.residents.values()):
+                if res.in_flight == 0 and not res.pinned and res.expires_at is not None and res.expires_at <= now:
+                    log.info("keep_alive expired for %s", res.name)
+                    await self._unload(res)
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for res in list(self.residents.values()):
+            await self._unload(res)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- acquire / release ----
+    def find(self, key: str) -> Resident | None:
+        return self.residents.get(key)
+
+    async def acquire(self, resolved: ResolvedModel, keep_alive: float | None, *, pinned: bool = False) -> Resident:
+        """The resident copy of `resolved`, loading it first if needed; counts one in-flight use."""
+        res = await self.ensure(resolved, keep_alive, pinned=pinned)
+        res.in_flight += 1
+        res.last_used = time.time()
+        res.expires_at = None
+        return res
+
+    def release(self, res: Resident) -> None:
+        res.in_flight = max(0, res.in_flight - 1)
+        res.last_used = time.time()
+        if res.in_flight == 0:
+            self._arm(res)
+
+    def _arm(self, res: Resident) -> None:
+        if res.pinned or res.keep_alive < 0:
+            res.expires_at = None
+        else:
+            res.expires_at = time.time() + res.keep_alive
+
+    async def ensure(self, resolved: ResolvedModel, keep_alive: float | None, *, pinned: bool = False) -> Resident:
+        key = resolved.load_key
+        res = self.residents.get(key)
+        if res is None:
+            pending = self._loading.get(key)
+            if pending is None:
+                pending = asyncio.get_running_loop().create_future()
+                self._loading[key] = pending
+                try:
+                    res = await self._load(resolved, keep_alive, pinned)
+                except BaseException as e:
+                    pending.set_exception(e)
+                    pending.exception()  # mark retrieved: waiters re-raise it themselves
+                    raise
+                else:
+                    pending.set_result(res)
+                finally:
+                    self._loading.pop(key, None)
+            else:
+                res = await asyncio.shield(pending)
+        if keep_alive is not None:
+            res.keep_alive = keep_alive
+        if pinned:
+            res.pinned = True
+        if res.in_flight == 0:
+            self._arm(res)
+        return res
+
+    def loaded_seconds(self, key: str) -> float:
+        res = self.residents.get(key)
+        return res.weights.load_seconds if res else 0.0
+
+    # ---- loading ----
+    def estimate(self, resolved: ResolvedModel, quantization: str | None = None) -> int:
+        est = estimating.estimate(
+            resolved.source,
+            dtype=self.dtype,
+            quantization=quantization if quantization is not None else resolved.quantization,
+            num_ctx=self.settings.context_length,
+            parallel=self.settings.num_parallel,
+            overhead_bytes=self.settings.memory_overhead_bytes,
+        )
+        return int(est.total_bytes)
+
+    def free_bytes(self) -> int:
+        if self.settings.memory_budget_bytes:
+            used = sum(r.weights.footprint_bytes for r in self.residents.values())
+            return max(0, self.settings.memory_budget_bytes - used)
+        return int(detect.memory_for(self.device).free_bytes)
+
+    async def _make_room(self, resolved: ResolvedModel, need: int) -> None:
+        idle = [
+            (r.key, r.weights.footprint_bytes, r.last_used)
+            for r in self.residents.values()
+            if r.in_flight == 0 and not r.pinned
+        ]
+        while len(self.residents) >= self.settings.max_loaded_models:
+            if not idle:
+                raise Overloaded(
+                    f"{len(self.residents)} models are resident and busy (HUGLLAMA_MAX_LOADED_MODELS="
+                    f"{self.settings.max_loaded_models}); try again later"
+                )
+            idle.sort(key=lambda t: t[2])
+            victim = idle.pop(0)
+            await self._evict(victim[0])
+        free = self.free_bytes()
+        evict, fits = planning.plan_load(need, free, idle)
+        if not fits:
+            suggestion = planning.suggest_quantization(
+                {q: self.estimate(resolved, q) for q in (None, "8bit", "4bit")}, free + sum(b for _, b, _ in idle)
+            )
+            raise InsufficientMemory(planning.insufficient_memory_message(resolved.requested, need, free, suggestion))
+        for key in evict:
+            await self._evict(key)
+
+    async def _evict(self, key: str) -> None:
+        res = self.residents.get(key)
+        if res is not None:
+            log.info("evicting %s to make room", res.name)
+            self.metrics.evictions.inc()
+            await self._unload(res)
+
+    async def _load(self, resolved: ResolvedModel, keep_alive: float | None, pinned: bool) -> Resident:
+        name = resolved.base_name + (f" ({resolved.quantization})" if resolved.quantization else "")
+        status = LoadStatus(name=resolved.requested, state="loading", device=self.device,
+                            quantization=resolved.quantization)
+        self.status[resolved.load_key] = status
+        try:
+            need = self.estimate(resolved)
+            await self._make_room(resolved, need)
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            res = await loop.run_in_executor(self._executor, self._load_sync, resolved, need, keep_alive, pinned)
+            self.metrics.model_load.labels(model=self.metrics.model_label(resolved.base_name)).observe(
+                time.perf_counter() - started
+            )
+        except ServiceError as e:
+            status.state, status.error, status.finished_at = "failed", e.message, time.time()
+            raise
+        except Exception as e:
+            log.exception("loading %s failed", name)
+            status.state, status.error, status.finished_at = "failed", str(e), time.time()
+            raise ModelLoadFailed(f"could not load model '{resolved.requested}': {e}") from e
+        status.state, status.finished_at = "loaded", time.time()
+        self.residents[resolved.load_key] = res
+        self._update_gauges()
+        log.info("loaded %s in %.1fs (%d MB, estimate %d MB)", name, res.weights.load_seconds,
+                 res.weights.footprint_bytes >> 20, need >> 20)
+        return res
+
+    def _load_sync(self, resolved: ResolvedModel, need: int, keep_alive: float | None, pinned: bool) -> Resident:
+        import torch
+
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        weights = loader.load(
+            resolved.source,
+            snapshots=self.settings.snapshots_dir,
+            device=self.device,
+            dtype=self.dtype,
+            quantization=resolved.quantization,
+            trust_remote_code=self.settings.trust_remote_code,
+            device_map=detect.device_map_for(self.device),
+        )
+        config = weights.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        context_length = int(getattr(text_config, "max_position_embeddings", 0) or self.settings.context_length)
+        vocab = int(getattr(text_config, "vocab_size", 0) or len(weights.tokenizer))
+        eos = loader.eos_ids(weights.model, weights.tokenizer)
+        layers = int(getattr(text_config, "num_hidden_layers", 0) or 0)
+        heads = int(getattr(text_config, "num_attention_heads", 1) or 1)
+        kv_heads = int(getattr(text_config, "num_key_value_heads", heads) or heads)
+        head_dim = int(getattr(text_config, "head_dim", 0) or (getattr(text_config, "hidden_size", 0) // heads))
+        per_token = 2 * layers * kv_heads * head_dim * (4 if self.dtype == "float32" else 2)
+        budget_tokens = self.settings.kv_cache_bytes // per_token if (per_token and self.settings.kv_cache_bytes) else 0
+        prefix = PrefixCache(self.settings.prefix_cache_bytes) if self.settings.prefix_cache_bytes else None
+        label = self.metrics.model_label(resolved.base_name)
+        scheduler = BatchScheduler(
+            weights.model,
+            weights.tokenizer,
+            name=resolved.base_name,
+            max_batch=self.settings.num_parallel,
+            eos_ids=eos,
+            device=self.device if weights.quantization is None else str(weights.model.device),
+            prefix_cache=prefix,
+            kv_budget_tokens=budget_tokens,
+        )
+        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
+        self.metrics.model_memory_estimate.labels(model=label).set(need)
+        return Resident(
+            key=resolved.load_key,
+            name=resolved.base_name,
+            resolved=resolved,
+            weights=weights,
+            scheduler=scheduler,
+            renderer=PromptRenderer(weights.tokenizer),
+            eos=eos,
+            defaults=SamplingParams.from_dict(loader.generation_defaults(weights.model)),
+            context_length=context_length,
+            vocab_size=vocab,
+            estimate_bytes=need,
+            keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
+            pinned=pinned,
+        )
+
+    # ---- unloading ----
+    async def unload(self, resolved: ResolvedModel) -> bool:
+        res = self.residents.get(resolved.load_key)
+        if res is None:
+            return False
+        res.pinned = False
+        if res.in_flight:
+            res.keep_alive = 0  # unload as soon as in-flight requests end
+            return True
+        await self._unload(res)
+        return True
+
+    async def _unload(self, res: Resident) -> None:
+        if self.residents.pop(res.key, None) is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, res.scheduler.stop)
+        label = self.metrics.model_label(res.name)
+        with contextlib.suppress(KeyError):
+            self.metrics.model_memory.remove(label, self.device)
+        with contextlib.suppress(KeyError):
+            self.metrics.model_memory_estimate.remove(label)
+        del res.weights.model
+        res.compiler = None
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+        self.status.pop(res.key, None)
+        self._update_gauges()
+        log.info("unloaded %s", res.name)
+
+    def release_and_maybe_unload(self, res: Resident) -> bool:
+        """After a request: True when keep_alive 0 asks for an unload now."""
+        self.release(res)
+        return res.in_flight == 0 and res.keep_alive == 0 and not res.pinned
+
+    def _update_gauges(self) -> None:
+        self.metrics.models_loaded.set(len(self.residents))
+
+    def running(self) -> list[RunningModel]:
+        out = []
+        for r in self.residents.values():
+            vram = r.weights.footprint_bytes if self.device in ("cuda", "mps") else 0
+            out.append(
+                RunningModel(
+                    name=r.resolved.requested if r.resolved.alias else r.name,
+                    size_bytes=r.weights.footprint_bytes,
+                    vram_bytes=vram,
+                    estimate_bytes=r.estimate_bytes,
+                    expires_at=None if (r.pinned or r.keep_alive < 0 or r.in_flight) else r.expires_at,
+                    context_length=min(self.settings.context_length, r.context_length),
+                    device=self.device,
+                    quantization=r.weights.quantization or r.weights.dtype,
+                )
+            )
+        return out

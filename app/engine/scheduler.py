@@ -1,0 +1,400 @@
+"""Continuous batching for one resident model: one inference thread, one forward pass per step over every
+active sequence, each sequence with its own sampler, constraint, stop matcher and seed.
+
+The batch KV cache is left-padded: every row's real tokens are right-aligned, so a decode step appends one
+column for all rows. Newcomers are prefilled (together, or on top of a prefix-cache hit) and merged in by
+left-padding the shorter of the two caches. Finished rows are dropped and all-padding columns trimmed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from app.engine.constraints import Constraint
+from app.engine.detok import IncrementalDetokenizer
+from app.engine.prefix_cache import KV, PrefixCache
+from app.engine.sampling import RowSampler, logprob_info, sample_rows
+from app.engine.stopping import StopMatcher
+from app.engine.types import Chunk, FinishReason, TokenLogprob, TopLogprob
+from app.errors import GenerationFailed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One generation inside the batch. `emit` is called from the inference thread (thread-safe put)."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampler: RowSampler
+    stop: StopMatcher
+    detok: IncrementalDetokenizer
+    emit: Callable[[Chunk | BaseException | None], None]
+    constraint: Constraint | None = None
+    top_logprobs: int = -1  # -1: no logprobs
+    cache_prompt: bool = True
+    prefill_only: bool = False  # cache warm-up: compute and store the prompt's KV, generate nothing
+    cancelled: bool = False
+    generated: list[int] = field(default_factory=list)
+    fed: list[int] = field(default_factory=list)
+    last: int = -1
+    cached_tokens: int = 0
+    enqueued_at: float = field(default_factory=time.perf_counter)
+    admitted_at: float = 0.0
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
+    finish: FinishReason | None = None
+    token_times: list[float] = field(default_factory=list)
+
+
+class BatchScheduler:
+    """Owns the model's inference thread. `submit` queues a sequence; the thread batches and decodes."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        max_batch: int,
+        eos_ids: set[int],
+        device: str,
+        prefix_cache: PrefixCache | None = None,
+        kv_budget_tokens: int = 0,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.max_batch = max_batch
+        self.eos_ids = eos_ids
+        self.device = device
+        self.prefix_cache = prefix_cache
+        self.kv_budget_tokens = kv_budget_tokens
+        self.on_step = on_step
+        self._pending: collections.deque[Sequence] = collections.deque()
+        self._active: list[Sequence] = []
+        self._cache: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [B, T] long
+        self._cv = threading.Condition()
+        self._running = True
+        self.steps = 0
+        self.forward_tokens = 0
+        self._thread = threading.Thread(target=self._loop, name=f"infer-{name}", daemon=True)
+        self._thread.start()
+
+    # ---- called from the event loop ----
+    def submit(self, seq: Sequence) -> None:
+        with self._cv:
+            self._pending.append(seq)
+            self._cv.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        seq.cancelled = True
+        with self._cv:
+            self._cv.notify()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._running = False
+            self._cv.notify()
+        self._thread.join(timeout)
+        for seq in list(self._pending) + self._active:
+            seq.emit(GenerationFailed("model unloaded"))
+        self._pending.clear()
+        self._active = []
+        self._cache = None
+        self._mask = None
+
+    # ---- inference thread ----
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    while self._running and not self._pending and not self._active:
+                        self._cv.wait()
+                    if not self._running:
+                        return
+                    newcomers = self._admit()
+                try:
+                    if newcomers:
+                        self._prefill(newcomers)
+                    if self._active:
+                        self._decode()
+                except Exception as e:  # a failed step must not kill the thread: fail its rows, start afresh
+                    log.exception("inference step failed on %s", self.name)
+                    for seq in self._active + newcomers:
+                        if seq.finish is None:
+                            seq.emit(GenerationFailed(f"generation failed: {e}"))
+                    self._active = []
+                    self._cache = None
+                    self._mask = None
+
+    def _admit(self) -> list[Sequence]:
+        out: list[Sequence] = []
+        width = self._mask.shape[1] if self._mask is not None else 0
+        rows = len(self._active)
+        while self._pending and rows + len(out) < self.max_batch:
+            seq = self._pending[0]
+            if seq.cancelled:
+                self._pending.popleft()
+                seq.emit(None)
+                continue
+            need = max(width, len(seq.prompt_ids)) + seq.max_new_tokens
+            if self.kv_budget_tokens and (rows + len(out)) and (rows + len(out) + 1) * need > self.kv_budget_tokens:
+                break  # wait until running rows finish: the KV budget bounds memory under load
+            out.append(self._pending.popleft())
+        now = time.perf_counter()
+        for seq in out:
+            seq.admitted_at = now
+        return out
+
+    def _prefill(self, newcomers: list[Sequence]) -> None:
+        fresh: list[Sequence] = []
+        for seq in newcomers:
+            hit, kv = (0, None)
+            if self.prefix_cache is not None:
+                hit, kv = self.prefix_cache.lookup(seq.prompt_ids)
+            if kv is None:
+                fresh.append(seq)
+            else:
+                seq.cached_tokens = hit
+                self._prefill_group([seq], kv, hit)
+        if fresh:
+            self._prefill_group(fresh, None, 0)
+
+    def _prefill_group(self, seqs: list[Sequence], past: KV | None, offset: int) -> None:
+        prompts = [s.prompt_ids[offset:] for s in seqs]
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(seqs), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(seqs), offset + width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, offset + width - len(p) :] = 1
+        mask[:, :offset] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
+        cache = DynamicCache(ddp_cache_data=past) if past is not None else DynamicCache()
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.forward_tokens += int(ids.numel())
+        logits = out.logits[:, -1, :].float().cpu()
+        cache = out.past_key_values
+        for s in seqs:
+            s.fed = list(s.prompt_ids)
+        if self.prefix_cache is not None:
+            for i, s in enumerate(seqs):
+                if s.cache_prompt:
+                    n = len(s.prompt_ids)
+                    self.prefix_cache.store(
+                        s.prompt_ids, [(k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
+                                       for k, v, *_ in _layers(cache)]
+                    )
+        warm = [i for i, s in enumerate(seqs) if s.prefill_only]
+        for i in warm:
+            s = seqs[i]
+            s.finish = FinishReason.STOP
+            s.finished_at = time.perf_counter()
+            s.emit(self._final_chunk(s))
+        keep = [i for i in range(len(seqs)) if i not in warm]
+        if not keep:
+            return
+        if warm:
+            idx = torch.tensor(keep, device=mask.device)
+            cache = _select(cache, idx.to(self.device))
+            mask = mask[idx]
+            logits = logits[idx]
+        live = [seqs[i] for i in keep]
+        self._merge(cache, mask)
+        self._active.extend(live)
+        self._sample(live, logits)
+
+    def _decode(self) -> None:
+        assert self._cache is not None and self._mask is not None
+        rows = self._active
+        ids = torch.tensor([[s.last] for s in rows], dtype=torch.long)
+        positions = torch.tensor([[len(s.fed)] for s in rows], dtype=torch.long)
+        self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=self._mask.to(self.device),
+            position_ids=positions.to(self.device),
+            past_key_values=self._cache,
+            use_cache=True,
+        )
+        self._cache = out.past_key_values
+        self.steps += 1
+        self.forward_tokens += len(rows)
+        for s in rows:
+            s.fed.append(s.last)
+        self._sample(rows, out.logits[:, -1, :].float().cpu())
+        if self.on_step is not None:
+            self.on_step(len(self._active), len(self._pending))
+
+    def _sample(self, rows: list[Sequence], logits: torch.Tensor) -> None:
+        now = time.perf_counter()
+        raws: dict[int, torch.Tensor] = {}
+        for i, s in enumerate(rows):
+            if s.cancelled:
+                continue
+            if s.top_logprobs >= 0:
+                raws[i] = logits[i].clone()  # logprobs report the model's distribution, before any masking
+            if s.constraint is not None:
+                s.constraint.apply(logits[i])
+        tokens = sample_rows(logits, [s.sampler for s in rows], [s.generated for s in rows])
+        finished = False
+        for i, s in enumerate(rows):
+            if s.cancelled:
+                s.finish = FinishReason.CANCELLED
+                finished = True
+                s.emit(None)
+                continue
+            lp: tuple[TokenLogprob, ...] = ()
+            if i in raws:
+                lp = (self._logprob(raws[i], tokens[i], s.top_logprobs),)
+            if self._accept(s, tokens[i], lp, now):
+                finished = True
+        if finished:
+            self._drop_finished()
+
+    def _accept(self, s: Sequence, token: int, lp: tuple[TokenLogprob, ...], now: float) -> bool:
+        if not s.generated:
+            s.first_token_at = now
+        s.token_times.append(now)
+        s.generated.append(token)
+        s.last = token
+        is_eos = token in self.eos_ids and not s.sampler.params.ignore_eos
+        if s.constraint is not None and not is_eos:
+            s.constraint.accept(token)
+        text = "" if is_eos else s.detok.add(token)
+        out, stopped = s.stop.feed(text)
+        finish: FinishReason | None = None
+        if stopped:
+            finish = FinishReason.STOP
+        elif is_eos or (s.constraint is not None and s.constraint.is_finished()):
+            finish = FinishReason.STOP
+        elif len(s.generated) >= s.max_new_tokens:
+            finish = FinishReason.LENGTH
+        if finish is not None and not stopped:
+            tail, stopped_late = s.stop.feed(s.detok.flush())
+            out += tail
+            if not stopped_late:
+                out += s.stop.flush()
+        if out or lp:
+            s.emit(Chunk(text=out, logprobs=lp))
+        if finish is not None:
+            s.finish = finish
+            s.finished_at = time.perf_counter()
+            s.emit(self._final_chunk(s))
+            return True
+        return False
+
+    def _final_chunk(self, s: Sequence) -> Chunk:
+        from app.engine.types import Timings, Usage
+
+        prompt_ns = int(((s.first_token_at or s.finished_at) - s.admitted_at) * 1e9)
+        eval_ns = int((s.finished_at - (s.first_token_at or s.finished_at)) * 1e9)
+        return Chunk(
+            finish_reason=s.finish,
+            usage=Usage(
+                prompt_tokens=len(s.prompt_ids), completion_tokens=len(s.generated), cached_tokens=s.cached_tokens
+            ),
+            timings=Timings(prompt_eval_ns=max(prompt_ns, 1), eval_ns=max(eval_ns, 1)),
+            context=tuple(s.prompt_ids + [t for t in s.generated if t not in self.eos_ids]),
+        )
+
+    def _logprob(self, raw: torch.Tensor, token: int, top_n: int) -> TokenLogprob:
+        value, top = logprob_info(raw, token, max(top_n, 0))
+        return TokenLogprob(
+            token=self._piece(token),
+            logprob=value,
+            bytes=tuple(self._piece(token).encode()),
+            top_logprobs=tuple(TopLogprob(self._piece(t), lp, tuple(self._piece(t).encode())) for t, lp in top),
+        )
+
+    def _piece(self, token: int) -> str:
+        text: str = self.tokenizer.decode([token], skip_special_tokens=False)
+        return text
+
+    def _drop_finished(self) -> None:
+        assert self._cache is not None and self._mask is not None
+        keep = [i for i, s in enumerate(self._active) if s.finish is None]
+        if self.prefix_cache is not None:
+            for i, s in enumerate(self._active):
+                if s.finish is not None and s.finish != FinishReason.CANCELLED and s.cache_prompt:
+                    n = len(s.fed)
+                    self.prefix_cache.store(
+                        s.fed,
+                        [(k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
+                         for k, v, *_ in _layers(self._cache)],
+                    )
+        if not keep:
+            self._active, self._cache, self._mask = [], None, None
+            return
+        idx = torch.tensor(keep)
+        self._active = [self._active[i] for i in keep]
+        mask = self._mask[idx]
+        start = int((mask.sum(0) > 0).nonzero()[0].item())
+        self._mask = mask[:, start:]
+        self._cache = _select(self._cache, idx.to(self.device), start)
+
+    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        if self._cache is None or self._mask is None:
+            self._cache, self._mask = cache, mask
+            return
+        old_t, new_t = self._mask.shape[1], mask.shape[1]
+        width = max(old_t, new_t)
+        layers = []
+        for (k1, v1, *_), (k2, v2, *_) in zip(_layers(self._cache), _layers(cache), strict=True):
+            layers.append((torch.cat([_lpad(k1, width), _lpad(k2, width)]), torch.cat([_lpad(v1, width), _lpad(v2, width)])))
+        self._mask = torch.cat(
+            [torch.nn.functional.pad(self._mask, (width - old_t, 0)), torch.nn.functional.pad(mask, (width - new_t, 0))]
+        )
+        self._cache = DynamicCache(ddp_cache_data=layers)
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(self.eos_ids), 0)
+        return int(pad)
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _lpad(t: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - t.shape[-2]
+    if missing <= 0:
+        return t
+    return torch.nn.functional.pad(t, (0, 0, missing, 0))
+
+
+def _select(cache: DynamicCache, idx: torch.Tensor, start: int = 0) -> DynamicCache:
+    return DynamicCache(ddp_cache_data=[(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in _layers(cache)])

@@ -1,0 +1,91 @@
+"""Composition root: `create_app()` builds the collaborators, wires routers, middleware and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+
+from app import __version__
+from app.api import errors as api_errors
+from app.api import health, middleware
+from app.api.management import routes as management_routes
+from app.api.ollama import routes as ollama_routes
+from app.api.openai import routes as openai_routes
+from app.engine.base import Engine
+from app.log import configure_logging
+from app.metrics import Metrics
+from app.registry.catalog_base import Catalog
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def build_catalog(settings: Settings) -> Catalog:
+    from app.registry.catalog import ModelCatalog
+    from app.registry.store import AliasStore
+
+    return ModelCatalog(settings, AliasStore(settings.registry_path))
+
+
+def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engine:
+    if settings.engine == "fake":
+        from app.engine.fake import FakeEngine
+
+        return FakeEngine(models=[settings.default_model])
+    from app.engine.hf import TransformersEngine
+
+    return TransformersEngine(settings, catalog, metrics)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    catalog: Catalog | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """Build the service. Tests pass a FakeEngine and their own Settings; production passes nothing."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+    metrics = metrics or Metrics()
+    catalog = catalog or build_catalog(settings)
+    engine = engine or build_engine(settings, catalog, metrics)
+    lifecycle = health.Lifecycle(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        lifecycle.install_signal_handlers()
+        starter: Any = getattr(engine, "startup", None)
+        if starter is not None:
+            await starter()
+        try:
+            yield
+        finally:
+            await lifecycle.drain()
+            await engine.aclose()
+
+    app = FastAPI(
+        title="Hugging Llama",
+        version=__version__,
+        description="Hugging Face transformers models over the Ollama and OpenAI APIs.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.catalog = catalog
+    app.state.metrics = metrics
+    app.state.lifecycle = lifecycle
+
+    api_errors.install(app)
+    app.include_router(health.router)
+    app.include_router(ollama_routes.router)
+    app.include_router(openai_routes.router)
+    app.include_router(management_routes.router)
+    app.mount("/metrics", make_asgi_app(registry=metrics.registry))
+    middleware.install(app, settings, metrics, lifecycle)
+    return app

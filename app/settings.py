@@ -1,0 +1,181 @@
+"""Service configuration: the one place that reads the environment.
+
+Every field reads `HUGLLAMA_<FIELD>`; the Ollama variables an existing deployment already sets
+(`OLLAMA_HOST`, `OLLAMA_KEEP_ALIVE`, ...) are accepted as aliases.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from an Ollama-style duration ("5m", "1h30m", "-1", 300). Negative means forever."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip()
+    if text in ("", "0"):
+        return 0.0
+    parts = re.findall(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if parts and "".join(n + u for n, u in parts) == text.replace(" ", ""):
+        return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    m = _DURATION.match(text)
+    if m and m.group(2) is None:
+        return float(m.group(1))
+    raise ValueError(f"invalid duration {value!r}")
+
+
+class Settings(BaseSettings):
+    """All runtime configuration, from the environment (12-factor)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HUGLLAMA_", env_file=None, extra="ignore", env_ignore_empty=True, populate_by_name=True
+    )
+
+    # --- server ---
+    host: str = Field(
+        "127.0.0.1:11434",
+        validation_alias=AliasChoices("HUGLLAMA_HOST", "OLLAMA_HOST"),
+        description="Bind address, host[:port] (the container sets 0.0.0.0).",
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="Port; overrides the port in HUGLLAMA_HOST.")
+    api_keys: str = Field("", description="Comma-separated API keys; empty disables auth.")
+    auth_probes: bool = Field(False, description="Also require an API key on /livez, /readyz and /metrics.")
+    origins: str = Field(
+        "",
+        validation_alias=AliasChoices("HUGLLAMA_ORIGINS", "OLLAMA_ORIGINS"),
+        description="Extra CORS origins (comma list, * allowed), added to Ollama's local defaults.",
+    )
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    log_format: Literal["plain", "json"] = Field("plain", description="Log line format.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_content: bool = Field(False, description="Log prompt and completion text (off: never logged).")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    readiness: Literal["server", "preload", "generate"] = Field(
+        "preload",
+        description="What /readyz waits for: the server up, the preloaded models loaded, or a one-token generation.",
+    )
+
+    # --- models and registry ---
+    home: Path = Field(Path("~/.hugllama"), description="Alias registry and converted snapshots.")
+    models_dir: Path | None = Field(None, description="Local models directory (HF folders and .gguf files).")
+    default_model: str = Field("smollm2:135m", description="The embedded default model's name.")
+    preload: str = Field(
+        "smollm2:135m", description="Comma list of models loaded at start and kept resident; empty for none."
+    )
+    trust_remote_code: bool = Field(False, description="Allow models to run their own code (off by default).")
+    pull_timeout_seconds: float = Field(10.0, gt=0, description="Connect/read timeout for Hub requests.")
+
+    # --- engine ---
+    engine: Literal["transformers", "fake"] = Field("transformers", description="fake: scripted, for smoke tests.")
+    device: Literal["auto", "cuda", "cpu", "mps"] = Field("auto", description="Where models run.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."
+    )
+    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+    keep_alive: float = Field(
+        300.0,
+        validation_alias=AliasChoices("HUGLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),
+        description="Default idle time before unloading, seconds or a duration; negative keeps forever.",
+    )
+    num_parallel: int = Field(
+        16,
+        ge=1,
+        validation_alias=AliasChoices("HUGLLAMA_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"),
+        description="Sequences decoded together per model (batch slots).",
+    )
+    max_loaded_models: int = Field(
+        3,
+        ge=1,
+        validation_alias=AliasChoices("HUGLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"),
+        description="Models resident at once.",
+    )
+    max_queue: int = Field(
+        512,
+        ge=1,
+        validation_alias=AliasChoices("HUGLLAMA_MAX_QUEUE", "OLLAMA_MAX_QUEUE"),
+        description="Requests waiting for a slot before 503.",
+    )
+    context_length: int = Field(
+        4096,
+        ge=16,
+        validation_alias=AliasChoices("HUGLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"),
+        description="Default num_ctx (capped by the model's own limit).",
+    )
+    memory_budget_bytes: int = Field(0, ge=0, description="Memory models may use; 0 = what the device has free.")
+    memory_overhead_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Added to every estimate (activations, allocator slack)."
+    )
+    prefix_cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Prefix KV cache budget per model.")
+    kv_cache_bytes: int = Field(
+        0, ge=0, description="KV budget for running sequences per model; 0 = derived from num_parallel x num_ctx."
+    )
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        if isinstance(v, str):
+            return parse_duration(v)
+        return v
+
+    @field_validator("home", "models_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        self.bind()  # validates host/port early
+        return self
+
+    def bind(self) -> tuple[str, int]:
+        """(host, port) from HUGLLAMA_HOST / OLLAMA_HOST, with an optional scheme and port."""
+        text = self.host.strip()
+        text = re.sub(r"^https?://", "", text).rstrip("/")
+        host, port = text, 11434
+        if text.startswith("["):
+            end = text.index("]")
+            host, rest = text[1:end], text[end + 1 :]
+            if rest.startswith(":"):
+                port = int(rest[1:])
+        elif text.count(":") == 1:
+            host, p = text.split(":")
+            port = int(p) if p else 11434
+        host = host or "127.0.0.1"
+        if self.port is not None:
+            port = self.port
+        if not 0 < port < 65536:
+            raise ValueError(f"invalid port {port}")
+        return host, port
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def preload_list(self) -> list[str]:
+        return [m.strip() for m in self.preload.split(",") if m.strip()]
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "registry.json"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

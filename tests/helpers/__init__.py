@@ -1,0 +1,1 @@
+"""Test helpers (fake Hugging Face Hub, fixtures data)."""
