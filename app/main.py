@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from prometheus_client import make_asgi_app
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api import errors as api_errors
@@ -86,6 +87,10 @@ def create_app(
     app.include_router(ollama_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(management_routes.router)
-    app.mount("/metrics", make_asgi_app(registry=metrics.registry))
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     middleware.install(app, settings, metrics, lifecycle)
     return app

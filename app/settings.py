@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # --- models and registry ---
     home: Path = Field(Path("~/.hugllama"), description="Alias registry and converted snapshots.")
     models_dir: Path | None = Field(None, description="Local models directory (HF folders and .gguf files).")
+    snapshots: Path | None = Field(
+        None, description="Where converted GGUF snapshots go; default $HUGLLAMA_HOME/snapshots."
+    )
     default_model: str = Field("smollm2:135m", description="The embedded default model's name.")
     preload: str = Field(
         "smollm2:135m", description="Comma list of models loaded at start and kept resident; empty for none."
@@ -129,7 +132,7 @@ class Settings(BaseSettings):
             return parse_duration(v)
         return v
 
-    @field_validator("home", "models_dir", mode="after")
+    @field_validator("home", "models_dir", "snapshots", mode="after")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return v.expanduser() if v is not None else None
@@ -173,7 +176,7 @@ class Settings(BaseSettings):
 
     @property
     def snapshots_dir(self) -> Path:
-        return self.home / "snapshots"
+        return self.snapshots if self.snapshots is not None else self.home / "snapshots"
 
 
 @lru_cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.engine.types import Chunk, GenerationRequest, RunningModel
 
@@ -37,3 +37,27 @@ class Engine(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ModelAdmin(Protocol):
+    """The model-management API's view of the engine (/api/v1/models/*, /api/v1/cache/warm)."""
+
+    def available(self) -> list[dict[str, Any]]:
+        """Every servable model and alias with its memory estimate and whether it fits now."""
+        ...
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Per model: loading, loaded or failed (with the error), load settings and memory."""
+        ...
+
+    async def begin_load(self, model: str, *, device: str | None, quantization: str | None) -> dict[str, Any]:
+        """Start loading in the background; returns the status entry at once."""
+        ...
+
+    def get_config(self, model: str) -> dict[str, Any]: ...
+
+    def put_config(self, model: str, options: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def warm(self, req: GenerationRequest) -> int:
+        """Prefill a prompt into the prefix cache; returns its token count."""
+        ...

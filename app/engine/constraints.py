@@ -436,7 +436,7 @@ def apply_batch(logits: torch.Tensor, rows: Sequence[tuple[int, Constraint]]) ->
         if len(live) == 1:
             live[0].matcher.fill_next_token_bitmask(bitmask, live_idx[0])
         else:
-            _get_batch_matcher().batch_fill_next_token_bitmask(live, bitmask, live_idx)
+            _get_batch_matcher().batch_fill_next_token_bitmask([c.matcher for c in live], bitmask, live_idx)
         xgr.apply_token_bitmask_inplace(logits, bitmask, vocab_size=min(width, vocab), indices=live_idx)
     neg_inf = float("-inf")
     if width > vocab:

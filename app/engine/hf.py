@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from app.engine import tools as tooling
+from app.engine.admin import ModelAdminMixin
 from app.engine.constraints import ConstraintSpec, validate_format
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.manager import ModelManager, Resident
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESERVE = 512
 
 
-class TransformersEngine:
+class TransformersEngine(ModelAdminMixin):
     def __init__(self, settings: Settings, catalog: Catalog, metrics: Metrics) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -48,6 +49,8 @@ class TransformersEngine:
         self._preload: list[str] = settings.preload_list
         self._preloaded: set[str] = set()
         self._preload_task: asyncio.Task[None] | None = None
+        # Default options of plain models set through PUT /api/v1/models/config (aliases persist theirs).
+        self.model_configs: dict[str, dict[str, Any]] = {}
 
     # ---- lifecycle ----
     async def startup(self) -> None:
@@ -120,7 +123,6 @@ class TransformersEngine:
         self._waiting += 1
         self.metrics.requests_waiting.inc()
         queued_at = time.perf_counter()
-        released = False
         try:
             load_started = time.perf_counter()
             res = await self.manager.acquire(resolved, self._keep_alive(resolved, req.keep_alive))
@@ -131,8 +133,9 @@ class TransformersEngine:
             raise
         try:
             alias_params = SamplingParams.from_dict(alias.options) if alias else SamplingParams()
-            params = req.sampling.merged(alias_params).merged(res.defaults).resolved()
-            _check(params)
+            model_params = SamplingParams.from_dict(self.model_configs.get(resolved.base_name, {}))
+            params = req.sampling.merged(alias_params).merged(model_params).merged(res.defaults).resolved()
+            check_params(params)
             num_ctx = min(params.num_ctx or self.settings.context_length, res.context_length)
             prompt_ids = await asyncio.to_thread(self._render, res, req, alias, num_ctx, params, tool_choice)
             room = num_ctx - len(prompt_ids)
@@ -173,8 +176,6 @@ class TransformersEngine:
             seq.prefill_only = True
         res.scheduler.submit(seq)
         ctx = _StreamContext(res, seq, queue, req, tool_choice, queued_at, load_ns)
-        released = True
-        del released
         return self._stream(ctx)
 
     def _render(
@@ -342,7 +343,7 @@ def _alias_messages(alias: Alias | None) -> list[Message]:
     return [Message(role=str(m.get("role", "user")), content=str(m.get("content", ""))) for m in alias.messages]
 
 
-def _check(p: SamplingParams) -> None:
+def check_params(p: SamplingParams) -> None:
     """Range checks that apply whatever protocol the options came from (aliases included)."""
     problems: list[tuple[str, str]] = []
     if p.temperature is not None and p.temperature < 0:

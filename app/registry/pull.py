@@ -166,9 +166,7 @@ def pull(
     """
     parsed = parse_name(repo)
     if parsed.namespace is None:
-        raise InvalidRequest(
-            f"cannot pull {repo!r}: only Hugging Face repos (org/name) can be pulled", param="model"
-        )
+        raise InvalidRequest(f"cannot pull {repo!r}: only Hugging Face repos (org/name) can be pulled", param="model")
     repo_id = parsed.repo
     rev = revision or parsed.revision
     base = _endpoint(endpoint)
@@ -210,7 +208,14 @@ def pull(
 
 
 def _manifest(
-    repo_id: str, revision: str | None, endpoint: str, timeout: float, token: str | None, *, tag: str, settings: Settings
+    repo_id: str,
+    revision: str | None,
+    endpoint: str,
+    timeout: float,
+    token: str | None,
+    *,
+    tag: str,
+    settings: Settings,
 ) -> tuple[list[_File], str]:
     from huggingface_hub import HfApi, get_hf_file_metadata
 

@@ -47,7 +47,8 @@ class FakeHub:
     repos: dict[str, FakeRepo] = field(default_factory=dict)
     requests: list[RequestRecord] = field(default_factory=list)
     cut_after: dict[str, int] = field(default_factory=dict)  # file -> bytes sent before the connection drops (once)
-    fail_next_gets: dict[str, int] = field(default_factory=dict)  # file -> number of GETs answered 500
+    fail_next_gets: dict[str, int] = field(default_factory=dict)  # file -> GETs answered 500 (after its cut, if any)
+    corrupt: set[str] = field(default_factory=set)  # files whose GET body has one byte flipped
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -107,9 +108,7 @@ class FakeHub:
                     self._send_json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                     return None
                 if repo.gated:
-                    self._send_json(
-                        403, {"error": "Access to model is restricted"}, {"X-Error-Code": "GatedRepo"}
-                    )
+                    self._send_json(403, {"error": "Access to model is restricted"}, {"X-Error-Code": "GatedRepo"})
                     return None
                 return repo
 
@@ -151,10 +150,12 @@ class FakeHub:
                     return
                 if name not in repo.files:
                     self._send_json(
-                        404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit}
+                        404,
+                        {"error": "Entry not found"},
+                        {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": repo.commit},
                     )
                     return
-                if not head and hub.fail_next_gets.get(name, 0) > 0:
+                if not head and name not in hub.cut_after and hub.fail_next_gets.get(name, 0) > 0:
                     hub.fail_next_gets[name] -= 1
                     self._send_json(500, {"error": "internal error"})
                     return
@@ -171,6 +172,8 @@ class FakeHub:
                     self.end_headers()
                     return
                 body = data[start:]
+                if name in hub.corrupt and body:
+                    body = body[:-1] + bytes([body[-1] ^ 1])
                 self.send_response(206 if start else 200)
                 etag = repo.etag(name)
                 self.send_header("X-Repo-Commit", repo.commit)

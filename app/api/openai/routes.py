@@ -1,5 +1,117 @@
-"""Placeholder router (being written)."""
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/models. Thin handlers over convert."""
 
-from fastapi import APIRouter
+from __future__ import annotations
 
-router = APIRouter()
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.api.deps import CatalogDep, EngineDep, MetricsDep
+from app.api.errors import openai_body
+from app.api.openai import convert
+from app.api.openai.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    Model,
+    ModelList,
+)
+from app.api.streaming import SSE, SSE_DONE, encode_sse, guarded_stream, stream_response, until_disconnect
+from app.engine.base import Engine
+from app.engine.types import Chunk, GenerationRequest
+from app.errors import ServiceError
+from app.metrics import Metrics
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+class _Encoder(Protocol):
+    def start(self) -> list[dict[str, Any]]: ...
+    def feed(self, index: int, chunk: Chunk) -> list[dict[str, Any]]: ...
+    def end(self) -> list[dict[str, Any]]: ...
+
+
+def _request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def sse_error(err: ServiceError) -> str:
+    return encode_sse(openai_body(err.message, err.status_code, param=err.param, code=err.code))
+
+
+async def start_all(engine: Engine, requests: Sequence[GenerationRequest]) -> list[AsyncIterator[Chunk]]:
+    """Start every choice before the first byte; if one start fails, the ones already started are closed."""
+    streams: list[AsyncIterator[Chunk]] = []
+    try:
+        for req in requests:
+            streams.append(await engine.start(req))
+    except BaseException:
+        for stream in streams:
+            await convert.aclose_quietly(stream)
+        raise
+    return streams
+
+
+async def sse_events(encoder: _Encoder, streams: Sequence[AsyncIterator[Chunk]]) -> AsyncIterator[str]:
+    for body in encoder.start():
+        yield encode_sse(body)
+    async with contextlib.aclosing(convert.merge(streams)) as merged:
+        async for index, chunk in merged:
+            for body in encoder.feed(index, chunk):
+                yield encode_sse(body)
+    for body in encoder.end():
+        yield encode_sse(body)
+
+
+def _sse(encoder: _Encoder, streams: Sequence[AsyncIterator[Chunk]], metrics: Metrics) -> Response:
+    body = guarded_stream(sse_events(encoder, streams), sse_error, metrics=metrics, closing=SSE_DONE)
+    return stream_response(body, SSE)
+
+
+@router.post("/chat/completions", response_model=ChatCompletionResponse)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, engine: EngineDep, metrics: MetricsDep
+) -> Response:
+    """Create a chat completion (SSE chunks when `stream` is true)."""
+    requests = convert.to_chat_requests(body, request_id=_request_id(request))
+    streams = await start_all(engine, requests)
+    ids = convert.ResponseIds.new("chatcmpl", body.model)
+    if body.stream:
+        return _sse(convert.ChatStream(body, ids, len(streams)), streams, metrics)
+    results = await until_disconnect(request, convert.collect(streams), metrics)
+    return JSONResponse(convert.to_chat_response(body, results, ids))
+
+
+@router.post("/completions", response_model=CompletionResponse)
+async def create_completion(
+    body: CompletionRequest, request: Request, engine: EngineDep, metrics: MetricsDep
+) -> Response:
+    """Create a text completion from raw prompts (no chat template; SSE chunks when `stream` is true)."""
+    requests = convert.to_completion_requests(body, request_id=_request_id(request))
+    prompts = convert.to_prompts(body.prompt)
+    streams = await start_all(engine, requests)
+    ids = convert.ResponseIds.new("cmpl", body.model)
+    if body.stream:
+        return _sse(convert.CompletionStream(body, prompts, ids), streams, metrics)
+    results = await until_disconnect(request, convert.collect(streams), metrics)
+    return JSONResponse(convert.to_completion_response(body, prompts, results, ids))
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(catalog: CatalogDep) -> Response:
+    """List the servable models and aliases."""
+    return JSONResponse(convert.to_model_list(catalog.list_models()))
+
+
+@router.get("/models/{model:path}", response_model=Model)
+def retrieve_model(model: str, catalog: CatalogDep) -> Response:
+    """Describe one model (404 when unknown); HF ids may contain '/'."""
+    entry = convert.find_model(catalog.list_models(), model)
+    if entry is not None:
+        return JSONResponse(convert.wire(convert.to_model(entry)))
+    catalog.resolve(model)  # raises ModelNotFound (404) or InvalidRequest (400)
+    return JSONResponse(convert.wire(Model(id=model, object="model", created=0, owned_by=convert.owner(model))))

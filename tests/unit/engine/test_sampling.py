@@ -308,4 +308,6 @@ def test_logprob_info() -> None:
     assert chosen == pytest.approx(logp[2].item())
     assert [i for i, _ in top] == [5, 0, 2]
     assert [lp for _, lp in top] == pytest.approx([logp[5].item(), logp[0].item(), logp[2].item()])
-    assert logprob_info(logits, 1, 0) == (pytest.approx(logp[1].item()), [])
+    chosen, top = logprob_info(logits, 1, 0)
+    assert chosen == pytest.approx(logp[1].item())
+    assert top == []

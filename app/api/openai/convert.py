@@ -1,0 +1,850 @@
+"""OpenAI <-> engine translation: requests to GenerationRequests, engine chunks to responses and stream chunks.
+
+Pure functions plus small per-response state machines (no HTTP, no torch), so every rule here is unit-testable.
+Sampling fields that are absent stay None, so alias presets and model defaults apply: unlike Ollama's /v1 we do
+not force OpenAI's default temperature/top_p of 1.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.api.openai.schemas import (
+    ChatCompletionChoice,
+    ChatCompletionMessage,
+    ChatCompletionMessageParam,
+    ChatCompletionMessageToolCall,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamChoice,
+    ChatCompletionStreamResponse,
+    ChatCompletionTokenLogprob,
+    ChoiceLogprobs,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionUsage,
+    DeltaFunctionCall,
+    DeltaMessage,
+    DeltaToolCall,
+    FunctionCall,
+    Model,
+    ModelList,
+    PromptTokensDetails,
+    ResponseFormat,
+    SamplingFields,
+    TopLogprob,
+)
+from app.engine.types import (
+    Chunk,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    SamplingParams,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+)
+from app.errors import InvalidRequest
+from app.registry.types import ModelEntry
+
+SYSTEM_FINGERPRINT = "fp_hugllama"
+MAX_STOP_SEQUENCES = 16
+MAX_CHOICES = 64  # n x prompts on /v1/completions: each choice is one engine request
+_MIN_LOGPROB = -9999.0  # JSON has no -Infinity
+
+# Recognised fields that would change the output and that we do not implement. Any value other than the listed
+# no-op values is a 400 naming the field (never silently ignored).
+UNSUPPORTED_FIELDS: dict[str, tuple[Any, ...]] = {
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "reasoning_effort": (None,),
+    "reasoning": (None,),
+    "verbosity": (None,),
+    # vLLM extras we do not implement
+    "guided_regex": (None,),
+    "guided_choice": (None,),
+    "guided_grammar": (None,),
+    "structured_outputs": (None,),
+    "stop_token_ids": (None, []),
+    "bad_words": (None, []),
+    "allowed_token_ids": (None,),
+    "include_stop_str_in_output": (None, False),
+    "skip_special_tokens": (None, True),
+    "spaces_between_special_tokens": (None, True),
+    "use_beam_search": (None, False),
+    "length_penalty": (None, 1.0),
+    "prompt_logprobs": (None,),
+    "truncate_prompt_tokens": (None,),
+    "logits_processors": (None,),
+    "echo": (None, False),  # chat only: /v1/completions implements echo
+    "add_generation_prompt": (None, True),
+    "continue_final_message": (None, False),
+    "chat_template": (None,),
+    "chat_template_kwargs": (None, {}),
+    "documents": (None,),
+}
+_KEYWORD_CHOICES = ("none", "auto", "required")
+
+
+def _bad(message: str, param: str) -> InvalidRequest:
+    return InvalidRequest(message, param=param)
+
+
+def check_unsupported(req: BaseModel) -> None:
+    """400 for a recognised but unimplemented field (see UNSUPPORTED_FIELDS); other unknown fields pass."""
+    for name, value in (req.model_extra or {}).items():
+        allowed = UNSUPPORTED_FIELDS.get(name)
+        if allowed is not None and value not in allowed:
+            raise _bad(f"'{name}' is not supported by this server", name)
+    options = getattr(req, "stream_options", None)
+    if options is not None and (options.model_extra or {}).get("continuous_usage_stats"):
+        raise _bad("stream_options.continuous_usage_stats is not supported", "stream_options.continuous_usage_stats")
+
+
+# --- messages ---------------------------------------------------------------------------------------------------
+
+
+def content_text(content: Any, param: str, *, nullable: bool) -> str:
+    """A message's text: a string, or text parts joined by newlines (as vLLM joins them)."""
+    if content is None:
+        if nullable:
+            return ""
+        raise _bad(f"{param} is required", param)
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _bad(f"{param} must be a string or a list of content parts", param)
+    texts: list[str] = []
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        key = {"text": "text", "input_text": "text", "refusal": "refusal"}.get(kind or "")
+        if key is not None and isinstance(part, dict) and isinstance(part.get(key), str):
+            texts.append(part[key])
+        elif kind in ("image_url", "input_image", "image"):
+            raise _bad(f"{param}: model does not support images (text-only server)", param)
+        elif kind in ("input_audio", "audio"):
+            raise _bad(f"{param}: model does not support audio input", param)
+        elif kind in ("file", "input_file"):
+            raise _bad(f"{param}: file content parts are not supported", param)
+        else:
+            raise _bad(f'{param}[{k}] must be a content part like {{"type": "text", "text": ...}}', param)
+    return "\n".join(texts)
+
+
+def parse_arguments(arguments: Any, param: str) -> dict[str, Any]:
+    """Tool-call arguments: OpenAI sends a JSON string; an object is accepted too."""
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError as e:
+            raise _bad(f"{param}: invalid tool call arguments (not JSON: {e.msg})", param) from None
+    if not isinstance(arguments, dict):
+        raise _bad(f"{param}: tool call arguments must be a JSON object", param)
+    return arguments
+
+
+def _tool_call(raw: Any, param: str) -> ToolCall:
+    fn = raw.get("function") if isinstance(raw, dict) else None
+    if not isinstance(fn, dict):
+        raise _bad(f"{param}.function is required", f"{param}.function")
+    name = fn.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad(f"{param}.function.name is required", f"{param}.function.name")
+    call_id = raw.get("id") if isinstance(raw.get("id"), str) else ""
+    arguments = parse_arguments(fn.get("arguments"), f"{param}.function.arguments")
+    return ToolCall(name=name, arguments=arguments, id=call_id)
+
+
+def to_messages(params: Sequence[ChatCompletionMessageParam]) -> tuple[Message, ...]:
+    """OpenAI messages to engine messages (developer -> system, legacy function -> tool)."""
+    names_by_id: dict[str, str] = {}
+    out: list[Message] = []
+    for i, m in enumerate(params):
+        p = f"messages[{i}]"
+        role = "system" if m.role == "developer" else m.role
+        if role in ("system", "user"):
+            out.append(Message(role=role, content=content_text(m.content, f"{p}.content", nullable=False)))
+        elif role == "assistant":
+            calls = [_tool_call(tc, f"{p}.tool_calls[{j}]") for j, tc in enumerate(m.tool_calls or [])]
+            if m.function_call is not None:
+                calls.append(_tool_call({"function": m.function_call}, p))
+            names_by_id.update({c.id: c.name for c in calls if c.id})
+            text = content_text(m.content, f"{p}.content", nullable=True)
+            out.append(Message(role="assistant", content=text, tool_calls=tuple(calls)))
+        elif role in ("tool", "function"):
+            name = m.name or names_by_id.get(m.tool_call_id or "")
+            text = content_text(m.content, f"{p}.content", nullable=True)
+            out.append(Message(role="tool", content=text, tool_call_id=m.tool_call_id, name=name))
+        else:
+            raise _bad(
+                f"{p}.role: unsupported role {m.role!r} (expected system, developer, user, assistant or tool)",
+                f"{p}.role",
+            )
+    return tuple(out)
+
+
+# --- format, tools, sampling ------------------------------------------------------------------------------------
+
+
+def to_format(response_format: ResponseFormat | None, guided_json: Any = None) -> str | dict[str, Any] | None:
+    """`response_format` (or vLLM's `guided_json`) to GenerationRequest.format: None, "json" or a schema."""
+    fmt: str | dict[str, Any] | None = None
+    if response_format is not None and response_format.type == "json_object":
+        fmt = "json"
+    elif response_format is not None and response_format.type == "json_schema":
+        spec = response_format.json_schema
+        if spec is None:
+            raise _bad("response_format.json_schema is required for type json_schema", "response_format.json_schema")
+        if spec.schema_ is None:
+            raise _bad("response_format.json_schema.schema is required", "response_format.json_schema.schema")
+        if not isinstance(spec.schema_, dict):
+            raise _bad(
+                "response_format.json_schema.schema must be a JSON schema object", "response_format.json_schema.schema"
+            )
+        fmt = spec.schema_
+    if guided_json is not None:
+        if fmt is not None:
+            raise _bad("send either response_format or guided_json, not both", "guided_json")
+        if isinstance(guided_json, str):
+            try:
+                guided_json = json.loads(guided_json)
+            except json.JSONDecodeError:
+                raise _bad("guided_json must be a JSON schema", "guided_json") from None
+        if not isinstance(guided_json, dict):
+            raise _bad("guided_json must be a JSON schema object", "guided_json")
+        fmt = guided_json
+    return fmt
+
+
+def to_tools(req: ChatCompletionRequest) -> tuple[tuple[dict[str, Any], ...], str]:
+    """The raw tool dicts and the normalised tool choice ("none" | "auto" | "required" | a function name)."""
+    tools: list[dict[str, Any]] = []
+    if req.functions is not None:
+        if req.tools:
+            raise _bad("send either tools or the legacy functions, not both", "functions")
+        for i, f in enumerate(req.functions):
+            if not isinstance(f.get("name"), str) or not f["name"]:
+                raise _bad(f"functions[{i}].name is required", f"functions[{i}].name")
+            tools.append({"type": "function", "function": f})
+    for i, t in enumerate(req.tools or []):
+        p = f"tools[{i}]"
+        if t.type != "function":
+            raise _bad(f"{p}.type: only function tools are supported, got {t.type!r}", f"{p}.type")
+        if t.function is None:
+            raise _bad(f"{p}.function is required", f"{p}.function")
+        if not t.function.name or not t.function.name.strip():
+            raise _bad(f"{p}.function.name is required", f"{p}.function.name")
+        tools.append(t.model_dump(mode="json", by_alias=True, exclude_none=True))
+    names = [t["function"]["name"] for t in tools]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise _bad(f"duplicate function name {dup!r} in tools", "tools")
+
+    choice, param = req.tool_choice, "tool_choice"
+    if req.function_call is not None:
+        if req.tool_choice is not None:
+            raise _bad("send either tool_choice or the legacy function_call, not both", "function_call")
+        fc = req.function_call
+        choice, param = (fc if isinstance(fc, str) else {"type": "function", "function": fc}), "function_call"
+    return tuple(tools), to_tool_choice(choice, set(names), param)
+
+
+def to_tool_choice(choice: str | dict[str, Any] | None, names: set[str], param: str = "tool_choice") -> str:
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice not in _KEYWORD_CHOICES:
+            raise _bad(f"{param} must be 'none', 'auto', 'required' or a function, got {choice!r}", param)
+        if choice == "required" and not names:
+            raise _bad(f"{param} 'required' needs tools", param)
+        return choice
+    fn = choice.get("function")
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if choice.get("type", "function") != "function" or not isinstance(name, str) or not name:
+        raise _bad(f'{param} must look like {{"type": "function", "function": {{"name": ...}}}}', param)
+    if not names:
+        raise _bad(f"{param} names function {name!r} but no tools were given", param)
+    if name not in names:
+        raise _bad(f"{param} names unknown function {name!r}", param)
+    if name in _KEYWORD_CHOICES:
+        raise _bad(f"cannot force a function named {name!r}", param)
+    return name
+
+
+def to_stop(stop: str | list[str] | None) -> tuple[str, ...] | None:
+    if stop is None or stop == []:
+        return None  # unset, so an alias's stop sequences still apply
+    items = [stop] if isinstance(stop, str) else list(stop)
+    if len(items) > MAX_STOP_SEQUENCES:
+        raise _bad(f"stop allows at most {MAX_STOP_SEQUENCES} sequences", "stop")
+    if any(not s for s in items):
+        raise _bad("stop sequences must be non-empty strings", "stop")
+    return tuple(items)
+
+
+def to_logit_bias(bias: dict[str, float] | None) -> tuple[tuple[int, float], ...] | None:
+    if not bias:
+        return None
+    out: list[tuple[int, float]] = []
+    for key, value in bias.items():
+        try:
+            token = int(key)
+        except ValueError:
+            raise _bad(f"logit_bias keys must be token ids, got {key!r}", "logit_bias") from None
+        if token < 0:
+            raise _bad(f"logit_bias token id {token} is negative", "logit_bias")
+        out.append((token, float(value)))
+    return tuple(out)
+
+
+def to_sampling(
+    req: SamplingFields, *, max_tokens: int | None, logprobs: bool | None, top_logprobs: int | None
+) -> SamplingParams:
+    """The request's sampling fields; absent ones stay None so lower layers (alias, model, server) apply."""
+    if req.min_tokens is not None and max_tokens is not None and req.min_tokens > max_tokens:
+        raise _bad("min_tokens must not exceed max_tokens", "min_tokens")
+    seed = None if req.seed is None or req.seed == -1 else req.seed
+    return SamplingParams(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=0 if req.top_k == -1 else req.top_k,
+        min_p=req.min_p,
+        typical_p=req.typical_p,
+        repetition_penalty=req.repetition_penalty,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logit_bias=to_logit_bias(req.logit_bias),
+        seed=seed,
+        stop=to_stop(req.stop),
+        max_tokens=max_tokens,
+        min_tokens=req.min_tokens,
+        ignore_eos=req.ignore_eos,
+        logprobs=logprobs,
+        top_logprobs=top_logprobs,
+    )
+
+
+def _fan_out(base: GenerationRequest, n: int) -> list[GenerationRequest]:
+    """n independent requests; with a seed, choice i uses seed + i so the choices differ yet reproduce."""
+    seed = base.sampling.seed
+    out = []
+    for i in range(n):
+        sampling = base.sampling if seed is None or i == 0 else dataclasses.replace(base.sampling, seed=seed + i)
+        out.append(dataclasses.replace(base, sampling=sampling))
+    return out
+
+
+def to_chat_requests(req: ChatCompletionRequest, *, request_id: str = "") -> list[GenerationRequest]:
+    """One GenerationRequest per choice (`n`).
+
+    Raises:
+        InvalidRequest: a field is invalid or not supported; `param` names it.
+    """
+    check_unsupported(req)
+    if req.top_logprobs is not None and not req.logprobs:
+        raise _bad("top_logprobs requires logprobs to be true", "top_logprobs")
+    tools, tool_choice = to_tools(req)
+    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    base = GenerationRequest(
+        model=req.model,
+        messages=to_messages(req.messages),
+        tools=tools,
+        tool_choice=tool_choice,
+        format=to_format(req.response_format, req.guided_json),
+        sampling=to_sampling(
+            req,
+            max_tokens=max_tokens,
+            logprobs=True if req.logprobs else None,
+            top_logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        ),
+        request_id=request_id,
+        protocol="openai",
+    )
+    return _fan_out(base, req.n or 1)
+
+
+def to_prompts(prompt: Any) -> list[str]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, int | list) for p in prompt):
+        raise _bad("token id prompts are not supported; send text", "prompt")
+    raise _bad("prompt must be a string or a non-empty list of strings", "prompt")
+
+
+def to_completion_requests(req: CompletionRequest, *, request_id: str = "") -> list[GenerationRequest]:
+    """One raw-prompt GenerationRequest per choice: prompt-major, so choice index = prompt * n + j.
+
+    Raises:
+        InvalidRequest: a field is invalid or not supported; `param` names it.
+    """
+    check_unsupported(req)
+    n = req.n or 1
+    if req.best_of is not None and req.best_of != n:
+        raise _bad("best_of must equal n (ranking candidates is not supported)", "best_of")
+    if req.echo and req.logprobs is not None:
+        raise _bad("echo with logprobs needs prompt logprobs, which are not supported", "echo")
+    prompts = to_prompts(req.prompt)
+    if len(prompts) * n > MAX_CHOICES:
+        raise _bad(f"at most {MAX_CHOICES} choices (prompts x n) per request", "prompt")
+    sampling = to_sampling(
+        req,
+        max_tokens=16 if req.max_tokens is None else req.max_tokens,
+        logprobs=True if req.logprobs is not None else None,
+        top_logprobs=req.logprobs,
+    )
+    fmt = to_format(req.response_format, req.guided_json)
+    out: list[GenerationRequest] = []
+    for prompt in prompts:
+        base = GenerationRequest(
+            model=req.model,
+            prompt=prompt,
+            raw=True,
+            suffix=req.suffix,
+            format=fmt,
+            sampling=sampling,
+            request_id=request_id,
+            protocol="openai",
+        )
+        out.extend(_fan_out(base, n))
+    return out
+
+
+# --- collecting and merging engine streams ----------------------------------------------------------------------
+
+
+@dataclass
+class ChoiceResult:
+    """Everything one choice's engine stream produced."""
+
+    parts: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.text:
+            self.parts.append(chunk.text)
+        self.logprobs.extend(chunk.logprobs)
+        self.tool_calls.extend(chunk.tool_calls)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+
+
+async def aclose_quietly(stream: AsyncIterator[Any]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
+async def merge(streams: Sequence[AsyncIterator[Chunk]]) -> AsyncGenerator[tuple[int, Chunk]]:
+    """Interleave the choices' streams as (choice index, chunk) in arrival order.
+
+    Closing this iterator (or a failure in any stream) cancels and closes every stream, which cancels the
+    engine work behind them.
+    """
+    if len(streams) == 1:
+        try:
+            async for chunk in streams[0]:
+                yield 0, chunk
+        finally:
+            await aclose_quietly(streams[0])
+        return
+
+    queue: asyncio.Queue[tuple[int, Chunk | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async for chunk in stream:
+                queue.put_nowait((index, chunk))
+        except Exception as e:  # handed to the consumer, which re-raises it
+            queue.put_nowait((index, e))
+        else:
+            queue.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(streams)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await aclose_quietly(stream)
+
+
+async def collect(streams: Sequence[AsyncIterator[Chunk]]) -> list[ChoiceResult]:
+    """Run every choice's stream to the end (for non-streaming responses)."""
+    results = [ChoiceResult() for _ in streams]
+    async with contextlib.aclosing(merge(streams)) as merged:
+        async for index, chunk in merged:
+            results[index].add(chunk)
+    return results
+
+
+# --- responses --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseIds:
+    """What every chunk of one response shares: id, created and the requested model name."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str) -> ResponseIds:
+        return cls(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """The JSON body of a response model: only the fields it was built with (so chosen nulls stay)."""
+    return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+def _lp(value: float) -> float:
+    return max(float(value), _MIN_LOGPROB)
+
+
+def _bytes(token: str, given: tuple[int, ...]) -> list[int]:
+    return list(given) if given else list(token.encode("utf-8"))
+
+
+def to_chat_logprobs(tokens: Iterable[TokenLogprob]) -> ChoiceLogprobs:
+    content = [
+        ChatCompletionTokenLogprob(
+            token=t.token,
+            logprob=_lp(t.logprob),
+            bytes=_bytes(t.token, t.bytes),
+            top_logprobs=[
+                TopLogprob(token=x.token, logprob=_lp(x.logprob), bytes=_bytes(x.token, x.bytes))
+                for x in t.top_logprobs
+            ],
+        )
+        for t in tokens
+    ]
+    return ChoiceLogprobs(content=content)
+
+
+def to_completion_logprobs(tokens: Iterable[TokenLogprob], offset: int) -> tuple[CompletionLogprobs, int]:
+    """Legacy logprobs; `text_offset` counts from `offset`. Returns the offset after the last token too."""
+    toks: list[str] = []
+    values: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+    for t in tokens:
+        toks.append(t.token)
+        values.append(_lp(t.logprob))
+        top = {x.token: _lp(x.logprob) for x in t.top_logprobs}
+        top.setdefault(t.token, _lp(t.logprob))  # OpenAI: the sampled token is always listed
+        tops.append(top)
+        offsets.append(offset)
+        offset += len(t.token)
+    return CompletionLogprobs(tokens=toks, token_logprobs=values, top_logprobs=tops, text_offset=offsets), offset
+
+
+def to_usage(usages: Sequence[Usage | None], n: int) -> CompletionUsage:
+    """Completion tokens summed over all choices; prompt tokens once per prompt (the n choices share it)."""
+    prompt = cached = completion = 0
+    for i, u in enumerate(usages):
+        u = u or Usage()
+        completion += u.completion_tokens
+        if i % n == 0:
+            prompt += u.prompt_tokens
+            cached += u.cached_tokens
+    return CompletionUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+    )
+
+
+def finish_reason(reason: FinishReason | None, *, tool_calls: bool, legacy: bool = False) -> str:
+    if tool_calls and reason != FinishReason.LENGTH:
+        return "function_call" if legacy else "tool_calls"
+    return "length" if reason == FinishReason.LENGTH else "stop"
+
+
+def _call_id(call: ToolCall) -> str:
+    return call.id or f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _arguments(call: ToolCall) -> str:
+    return json.dumps(call.arguments, ensure_ascii=False)
+
+
+def _is_legacy(req: ChatCompletionRequest) -> bool:
+    return req.functions is not None
+
+
+def _kept_calls(req: ChatCompletionRequest, calls: Sequence[ToolCall], already: int) -> list[ToolCall]:
+    """parallel_tool_calls=false (and legacy function calling) keep only a choice's first call."""
+    if req.parallel_tool_calls is False or _is_legacy(req):
+        return list(calls[: max(0, 1 - already)])
+    return list(calls)
+
+
+def to_chat_response(req: ChatCompletionRequest, results: Sequence[ChoiceResult], ids: ResponseIds) -> dict[str, Any]:
+    """The non-streaming chat.completion body."""
+    legacy = _is_legacy(req)
+    choices = []
+    for i, r in enumerate(results):
+        calls = _kept_calls(req, r.tool_calls, 0)
+        message = ChatCompletionMessage(role="assistant", content=r.text or (None if calls else ""))
+        if calls and legacy:
+            message.function_call = FunctionCall(name=calls[0].name, arguments=_arguments(calls[0]))
+        elif calls:
+            message.tool_calls = [
+                ChatCompletionMessageToolCall(
+                    id=_call_id(c), type="function", function=FunctionCall(name=c.name, arguments=_arguments(c))
+                )
+                for c in calls
+            ]
+        choices.append(
+            ChatCompletionChoice(
+                index=i,
+                message=message,
+                logprobs=to_chat_logprobs(r.logprobs) if req.logprobs else None,
+                finish_reason=finish_reason(r.finish_reason, tool_calls=bool(calls), legacy=legacy),
+            )
+        )
+    body = ChatCompletionResponse(
+        id=ids.id,
+        object="chat.completion",
+        created=ids.created,
+        model=ids.model,
+        choices=choices,
+        usage=to_usage([r.usage for r in results], req.n or 1),
+        system_fingerprint=SYSTEM_FINGERPRINT,
+    )
+    return wire(body)
+
+
+def to_completion_response(
+    req: CompletionRequest, prompts: Sequence[str], results: Sequence[ChoiceResult], ids: ResponseIds
+) -> dict[str, Any]:
+    """The non-streaming text_completion body."""
+    n = req.n or 1
+    choices = []
+    for i, r in enumerate(results):
+        prefix = prompts[i // n] if req.echo else ""
+        logprobs = to_completion_logprobs(r.logprobs, len(prefix))[0] if req.logprobs is not None else None
+        choices.append(
+            CompletionChoice(
+                index=i,
+                text=prefix + r.text,
+                logprobs=logprobs,
+                finish_reason=finish_reason(r.finish_reason, tool_calls=False),
+            )
+        )
+    body = CompletionResponse(
+        id=ids.id,
+        object="text_completion",
+        created=ids.created,
+        model=ids.model,
+        system_fingerprint=SYSTEM_FINGERPRINT,
+        choices=choices,
+        usage=to_usage([r.usage for r in results], n),
+    )
+    return wire(body)
+
+
+# --- streaming --------------------------------------------------------------------------------------------------
+
+
+class ChatStream:
+    """Turns (choice index, Chunk) pairs into chat.completion.chunk bodies.
+
+    Per choice: a role chunk (`delta.role` "assistant", content ""), content and tool-call deltas, a finish
+    chunk with an empty delta; then, with `stream_options.include_usage`, one chunk with no choices and the usage.
+    """
+
+    def __init__(self, req: ChatCompletionRequest, ids: ResponseIds, choices: int) -> None:
+        self.req = req
+        self.ids = ids
+        self.n = choices
+        self.legacy = _is_legacy(req)
+        self.calls = [0] * choices
+        self.usages: list[Usage | None] = [None] * choices
+
+    def _body(self, choice: ChatCompletionStreamChoice) -> dict[str, Any]:
+        return wire(
+            ChatCompletionStreamResponse(
+                id=self.ids.id,
+                object="chat.completion.chunk",
+                created=self.ids.created,
+                model=self.ids.model,
+                system_fingerprint=SYSTEM_FINGERPRINT,
+                choices=[choice],
+            )
+        )
+
+    def start(self) -> list[dict[str, Any]]:
+        return [
+            self._body(
+                ChatCompletionStreamChoice(
+                    index=i, delta=DeltaMessage(role="assistant", content=""), logprobs=None, finish_reason=None
+                )
+            )
+            for i in range(self.n)
+        ]
+
+    def feed(self, index: int, chunk: Chunk) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if chunk.text or chunk.logprobs:
+            logprobs = to_chat_logprobs(chunk.logprobs) if self.req.logprobs else None
+            delta = DeltaMessage(content=chunk.text)
+            out.append(
+                self._body(ChatCompletionStreamChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=None))
+            )
+        for call in _kept_calls(self.req, chunk.tool_calls, self.calls[index]):
+            fn = DeltaFunctionCall(name=call.name, arguments=_arguments(call))
+            if self.legacy:
+                delta = DeltaMessage(function_call=fn)
+            else:
+                delta = DeltaMessage(
+                    tool_calls=[DeltaToolCall(index=self.calls[index], id=_call_id(call), type="function", function=fn)]
+                )
+            self.calls[index] += 1
+            out.append(
+                self._body(ChatCompletionStreamChoice(index=index, delta=delta, logprobs=None, finish_reason=None))
+            )
+        if chunk.finish_reason is not None:
+            self.usages[index] = chunk.usage
+            reason = finish_reason(chunk.finish_reason, tool_calls=self.calls[index] > 0, legacy=self.legacy)
+            out.append(
+                self._body(
+                    ChatCompletionStreamChoice(index=index, delta=DeltaMessage(), logprobs=None, finish_reason=reason)
+                )
+            )
+        return out
+
+    def end(self) -> list[dict[str, Any]]:
+        if not (self.req.stream_options and self.req.stream_options.include_usage):
+            return []
+        return [
+            wire(
+                ChatCompletionStreamResponse(
+                    id=self.ids.id,
+                    object="chat.completion.chunk",
+                    created=self.ids.created,
+                    model=self.ids.model,
+                    system_fingerprint=SYSTEM_FINGERPRINT,
+                    choices=[],
+                    usage=to_usage(self.usages, self.req.n or 1),
+                )
+            )
+        ]
+
+
+class CompletionStream:
+    """Turns (choice index, Chunk) pairs into text_completion stream bodies (echoed prompts first)."""
+
+    def __init__(self, req: CompletionRequest, prompts: Sequence[str], ids: ResponseIds) -> None:
+        self.req = req
+        self.ids = ids
+        self.n = req.n or 1
+        self.prompts = list(prompts)
+        choices = len(prompts) * self.n
+        self.offsets = [len(prompts[i // self.n]) if req.echo else 0 for i in range(choices)]
+        self.usages: list[Usage | None] = [None] * choices
+
+    def _body(self, choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> dict[str, Any]:
+        body = CompletionResponse(
+            id=self.ids.id,
+            object="text_completion",
+            created=self.ids.created,
+            model=self.ids.model,
+            system_fingerprint=SYSTEM_FINGERPRINT,
+            choices=choices,
+        )
+        if usage is not None:
+            body.usage = usage
+        return wire(body)
+
+    def start(self) -> list[dict[str, Any]]:
+        if not self.req.echo:
+            return []
+        return [
+            self._body([CompletionChoice(index=i, text=self.prompts[i // self.n], logprobs=None, finish_reason=None)])
+            for i in range(len(self.offsets))
+        ]
+
+    def feed(self, index: int, chunk: Chunk) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if chunk.text or chunk.logprobs:
+            logprobs = None
+            if self.req.logprobs is not None:
+                logprobs, self.offsets[index] = to_completion_logprobs(chunk.logprobs, self.offsets[index])
+            out.append(
+                self._body([CompletionChoice(index=index, text=chunk.text, logprobs=logprobs, finish_reason=None)])
+            )
+        if chunk.finish_reason is not None:
+            self.usages[index] = chunk.usage
+            reason = finish_reason(chunk.finish_reason, tool_calls=False)
+            out.append(self._body([CompletionChoice(index=index, text="", logprobs=None, finish_reason=reason)]))
+        return out
+
+    def end(self) -> list[dict[str, Any]]:
+        if not (self.req.stream_options and self.req.stream_options.include_usage):
+            return []
+        return [self._body([], usage=to_usage(self.usages, self.n))]
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+
+
+def owner(name: str) -> str:
+    # Ollama reports the namespace; HF ids carry theirs ("org/repo").
+    return name.split("/", 1)[0] if "/" in name else "library"
+
+
+def to_model(entry: ModelEntry) -> Model:
+    return Model(id=entry.name, object="model", created=int(entry.modified_at), owned_by=owner(entry.name))
+
+
+def to_model_list(entries: Iterable[ModelEntry]) -> dict[str, Any]:
+    return wire(ModelList(object="list", data=[to_model(e) for e in entries]))
+
+
+def find_model(entries: Iterable[ModelEntry], name: str) -> ModelEntry | None:
+    """The listed entry for `name`, with Ollama's implicit ":latest" tag."""
+    wanted = {name.lower(), name.lower() + ":latest"}
+    if name.lower().endswith(":latest"):
+        wanted.add(name.lower().removesuffix(":latest"))
+    return next((e for e in entries if e.name.lower() in wanted), None)
