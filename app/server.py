@@ -69,6 +69,7 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     from app.main import create_app
 
     bind_host, bind_port = settings.bind()
+
     def factory() -> Any:
         app = create_app(settings)
         server.app = app
@@ -89,4 +90,3 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     server.run()
     if server.force_exit:
         log.warning("exited before in-flight requests finished")
-

@@ -52,9 +52,7 @@ class EmbeddedServer:
             app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=grace_seconds
         )
         self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._run, name="hugllama-embedded-server", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="hugllama-embedded-server", daemon=True)
         self._failure: BaseException | None = None
 
     @property

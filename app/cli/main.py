@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 from app import __version__
 from app.cli import embedded
@@ -25,7 +25,7 @@ from app.cli.errors import CliError
 from app.cli.options import add_generation_options, keep_alive_request, load_format, ollama_options, sampling_options
 from app.cli.render import Progress, human_since, human_size, human_until, processor, table
 from app.errors import ServiceError
-from app.settings import Settings
+from app.settings import Settings, get_settings
 
 MODES = """modes:
   Every command talks to the server at HUGLLAMA_HOST (or OLLAMA_HOST; default 127.0.0.1:11434;
@@ -85,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help: str, epilog: str, **kw: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(
-            name, help=help, description=help, epilog=epilog, parents=[common],
-            formatter_class=argparse.RawDescriptionHelpFormatter, **kw,
+            name,
+            help=help,
+            description=help,
+            epilog=epilog,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kw,
         )
         return p
 
@@ -100,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("list", "list models and aliases with their memory needs", REGISTRY_MODE, aliases=["ls"])
     p.set_defaults(func=cmd_list)
 
-    p = add("ps", "list the models loaded in the running server",
-            "mode: the running server only; without one nothing is loaded.")
+    p = add(
+        "ps",
+        "list the models loaded in the running server",
+        "mode: the running server only; without one nothing is loaded.",
+    )
     p.set_defaults(func=cmd_ps)
 
     p = add("show", "show a model's or alias's details", REGISTRY_MODE)
@@ -132,12 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.set_defaults(func=cmd_cp)
 
-    p = add("cache", "scan or clear the Hugging Face model cache",
-            "mode: always in this process, on the Hugging Face cache (HF_HOME / HF_HUB_CACHE).")
+    p = add(
+        "cache",
+        "scan or clear the Hugging Face model cache",
+        "mode: always in this process, on the Hugging Face cache (HF_HOME / HF_HUB_CACHE).",
+    )
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--scan", action="store_true", help="list what the cache holds")
-    action.add_argument("--clear", nargs="?", const="", metavar="MODEL",
-                        help="delete MODEL (org/repo) from the cache, or every cached model")
+    action.add_argument(
+        "--clear",
+        nargs="?",
+        const="",
+        metavar="MODEL",
+        help="delete MODEL (org/repo) from the cache, or every cached model",
+    )
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=cmd_cache)
 
@@ -206,12 +222,16 @@ class Context:
 def _settings() -> Settings:
     from pydantic import ValidationError
 
+    # Read the environment afresh for every command (in-process callers such as tests change it).
+    get_settings.cache_clear()
     try:
-        return Settings()
+        return get_settings()
     except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        raise CliError(f"invalid configuration ({where}): {first.get('msg', exc)}") from None
+        errors = exc.errors()
+        if not errors:
+            raise CliError(f"invalid configuration: {exc}") from None
+        where = ".".join(str(p) for p in errors[0]["loc"]) or "settings"
+        raise CliError(f"invalid configuration ({where}): {errors[0]['msg']}") from None
     except ValueError as exc:
         raise CliError(f"invalid configuration: {exc}") from None
 
@@ -317,7 +337,7 @@ def cmd_show(ctx: Context) -> int:
 
 def cmd_create(ctx: Context) -> int:
     a = ctx.args
-    quantization = "8bit" if a.load_in_8bit else "4bit" if a.load_in_4bit else None
+    quantization: Literal["8bit", "4bit"] | None = "8bit" if a.load_in_8bit else "4bit" if a.load_in_4bit else None
     if a.keep_alive is not None:
         keep_alive_request(a.keep_alive)  # validate before touching anything
     spec = AliasSpec(
@@ -431,8 +451,9 @@ def cmd_run(ctx: Context) -> int:
     if a.system is not None:
         body["system"] = a.system
     with ctx.generation_client() as client:
-        _, final = stream_text(client.stream("POST", "/api/generate", body), lambda c: str(c.get("response") or ""),
-                               ctx.out)
+        _, final = stream_text(
+            client.stream("POST", "/api/generate", body), lambda c: str(c.get("response") or ""), ctx.out
+        )
         ctx.out.write("\n")
         ctx.out.flush()
     if a.verbose and final:
@@ -455,8 +476,15 @@ def cmd_chat(ctx: Context) -> int:
     interactive = sys.stdin.isatty()
     with ctx.generation_client() as client:
         session = ChatSession(
-            client, a.model, out=ctx.out, err=ctx.err, options=common.get("options"),
-            keep_alive=common.get("keep_alive"), format=common.get("format"), system=a.system, history=history,
+            client,
+            a.model,
+            out=ctx.out,
+            err=ctx.err,
+            options=common.get("options"),
+            keep_alive=common.get("keep_alive"),
+            format=common.get("format"),
+            system=a.system,
+            history=history,
             verbose=a.verbose,
         )
         if interactive:

@@ -30,7 +30,11 @@ GEN_OPTIONS: tuple[GenOption, ...] = (
     GenOption("--min-p", "min_p", "min_p", "min_p", float, "drop tokens below min_p x the top probability"),
     GenOption("--typical-p", "typical_p", "typical_p", "typical_p", float, "locally typical sampling mass"),
     GenOption(
-        "--repetition-penalty", "repetition_penalty", "repeat_penalty", "repetition_penalty", float,
+        "--repetition-penalty",
+        "repetition_penalty",
+        "repeat_penalty",
+        "repetition_penalty",
+        float,
         "multiplicative penalty on recently seen tokens (Ollama repeat_penalty)",
     ),
     GenOption("--repeat-last-n", "repeat_last_n", "repeat_last_n", "repeat_last_n", int, "tokens the penalty looks at"),
@@ -39,7 +43,11 @@ GEN_OPTIONS: tuple[GenOption, ...] = (
     GenOption("--seed", "seed", "seed", "seed", int, "random seed (reproducible sampling)"),
     GenOption("--ctx", "num_ctx", "num_ctx", "num_ctx", int, "context window in tokens (Ollama num_ctx)"),
     GenOption(
-        "--max-new-tokens", "max_new_tokens", "num_predict", "max_tokens", int,
+        "--max-new-tokens",
+        "max_new_tokens",
+        "num_predict",
+        "max_tokens",
+        int,
         "most tokens to generate (Ollama num_predict; -1 = no limit)",
     ),
 )
@@ -60,7 +68,9 @@ def add_generation_options(parser: argparse.ArgumentParser, *, keep_alive: bool 
     )
     if keep_alive:
         group.add_argument(
-            "--keep-alive", default=None, metavar="DURATION",
+            "--keep-alive",
+            default=None,
+            metavar="DURATION",
             help='how long the model stays loaded after the request ("5m", "1h", seconds; negative = forever)',
         )
 

@@ -48,8 +48,15 @@ def to_epoch(value: Any) -> float | None:
 
 def _span(seconds: float) -> str:
     s = int(seconds)
-    for size, unit in ((365 * 86400, "year"), (30 * 86400, "month"), (7 * 86400, "week"), (86400, "day"),
-                       (3600, "hour"), (60, "minute"), (1, "second")):
+    for size, unit in (
+        (365 * 86400, "year"),
+        (30 * 86400, "month"),
+        (7 * 86400, "week"),
+        (86400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ):
         if s >= size:
             n = s // size
             return f"{n} {unit}{'s' if n != 1 else ''}"

@@ -30,7 +30,7 @@ _JSON_MODE_SCHEMA: dict[str, Any] = {"type": "object"}
 _CLOSE_WINDOW = 48
 _CLOSE_MAX_STEPS = 96
 # Tried in order when nothing is forced: closers first, then the shortest values.
-_CLOSE_CANDIDATES = ("}", "]", "\"", ",", "0", "null", "true", "false", "{", "[", ":")
+_CLOSE_CANDIDATES = ("}", "]", '"', ",", "0", "null", "true", "false", "{", "[", ":")
 
 _CACHE_SIZE = 128
 
@@ -57,7 +57,9 @@ def _basic_schema_check(node: Any, *, param: str, what: str, path: str) -> None:
     if isinstance(node, bool):
         return
     if not isinstance(node, dict):
-        raise InvalidRequest(f"invalid {what} at '{path or '/'}': a schema must be an object; {_FORMAT_HINT}", param=param)
+        raise InvalidRequest(
+            f"invalid {what} at '{path or '/'}': a schema must be an object; {_FORMAT_HINT}", param=param
+        )
     types = node.get("type")
     if types is not None:
         names = types if isinstance(types, list) else [types]
@@ -196,7 +198,8 @@ class ConstraintCompiler:
         # For closing plans: text -> tokens by greedy longest match over ordinary tokens, and token lengths for
         # the "shortest allowed token" fallback.
         blocked = special | set(self.stop_token_ids)
-        decoded = self.info.decoded_vocab
+        decoded: list[bytes] = list(self.info.decoded_vocab)  # the property rebuilds the list on each access
+        self.decoded_vocab = decoded
         self._piece_ids: dict[bytes, int] = {}
         lengths = torch.full((self.vocab_size,), 1 << 20, dtype=torch.int64)
         for idx, piece in enumerate(decoded[: self.vocab_size]):
@@ -231,9 +234,7 @@ class ConstraintCompiler:
                 json.dumps(schema), any_whitespace=False, strict_mode=False
             )
         except (RuntimeError, ValueError, TypeError) as e:
-            raise InvalidRequest(
-                f"unsupported JSON schema in {param}: {_clean_xgr_error(e)}", param=param
-            ) from None
+            raise InvalidRequest(f"unsupported JSON schema in {param}: {_clean_xgr_error(e)}", param=param) from None
         with self._lock:
             self._cache[key] = compiled
             self._cache.move_to_end(key)
@@ -340,7 +341,7 @@ class Constraint:
         plan = self._closing_plan()
         if plan is None:
             return None
-        dv = self._compiler.info.decoded_vocab
+        dv = self._compiler.decoded_vocab
         return b"".join(dv[t] for t in plan).decode("utf-8", errors="replace")
 
     def _closing_plan(self) -> list[int] | None:

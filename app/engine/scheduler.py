@@ -289,7 +289,7 @@ class BatchScheduler:
         s.token_times.append(now)
         s.generated.append(token)
         s.last = token
-        is_eos = token in self.eos_ids and not s.sampler.params.ignore_eos
+        is_eos = token in self.eos_ids and not s.sampler.ignore_eos
         if s.constraint is not None and not is_eos:
             s.constraint.accept(token)
         text = "" if is_eos else s.detok.add(token)

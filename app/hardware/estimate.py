@@ -27,10 +27,11 @@ _NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
 # Unknown checkpoints: the "file_size" fallback multiplies the weight files' size by this.
 FILE_SIZE_FACTOR = 1.5
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-# Tensors bitsandbytes leaves unquantised even though they are 2-D: embeddings and the output head.
+# Tensors bitsandbytes leaves unquantised even though they are 2-D: embeddings and the output head
+# (GGUF calls them token_embd and a top-level "output").
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|embed_positions|embeddings?|wte|wpe|word_embeddings|position_embeddings|"
-    r"token_embd|lm_head|embed_out|output)(\.|$)"
+    r"token_embd|lm_head|embed_out)(\.|$)|^output$"
 )
 
 

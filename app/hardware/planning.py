@@ -22,6 +22,14 @@ def fits(need: int, free: int) -> bool:
     return need <= free
 
 
+def available_bytes(device_free: int, budget_bytes: int = 0, resident_bytes: int = 0) -> int:
+    """Room for a new load: the device's free memory, capped by HUGLLAMA_MEMORY_BUDGET_BYTES (when set) minus
+    what resident models already hold (the device figure already excludes them)."""
+    if budget_bytes <= 0:
+        return max(0, device_free)
+    return max(0, min(device_free, budget_bytes - resident_bytes))
+
+
 @dataclass(frozen=True, slots=True)
 class FitReport:
     """Whether one model fits a memory pool, for `hugllama list` and /api/tags filtering.

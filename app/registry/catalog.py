@@ -21,16 +21,16 @@ import json
 import logging
 import re
 import shutil
-import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from app.engine.types import SamplingParams
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import hfcache
-from app.registry.gguf_info import GGUFError, read_gguf_info
+from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
+from app.registry.gguf_info import GGUFError
 from app.registry.names import ModelName, parse_name, validate_alias_name
 from app.registry.store import AliasStore
 from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
@@ -47,42 +47,12 @@ OLLAMA_OPTION_NAMES = {"max_tokens": "num_predict", "repetition_penalty": "repea
 _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 _PREFERRED_GGUF = ("q4_k_m", "q4_k_s", "q4_0", "q4_1", "q5_k_m", "q8_0")
 _QUANT_IN_NAME = re.compile(r"(?i)[.\-_]((?:I?Q\d[A-Z0-9_]*)|BF16|F16|F32)$")
-_SAFETENSORS_LEVEL = {"F32": "F32", "BF16": "BF16", "F16": "F16", "F64": "F64"}
 
 
 @dataclass(frozen=True, slots=True)
 class _Base:
     name: ModelName
     source: ModelSource
-
-
-@dataclass(frozen=True, slots=True)
-class ModelFacts:
-    size_bytes: int
-    digest: str
-    modified_at: float
-    format: str
-    family: str
-    parameter_count: int
-    parameter_size: str
-    quantization_level: str
-    context_length: int | None
-    model_info: dict[str, Any] = field(default_factory=dict)
-    template: str | None = None
-    license: str | None = None
-    fim: bool = False
-    location: str = ""
-
-
-def format_parameter_count(n: int) -> str:
-    """'135M', '1.2B', '7B', '500K'."""
-    if n >= 1_000_000_000:
-        return f"{n / 1e9:.1f}".removesuffix(".0") + "B"
-    if n >= 1_000_000:
-        return f"{n / 1e6:.0f}M"
-    if n >= 1_000:
-        return f"{n / 1e3:.0f}K"
-    return str(n)
 
 
 def gguf_tag(filename: str) -> str:
@@ -110,177 +80,6 @@ def snapshot_key(source: ModelSource) -> str:
         digest = digest[:16]
     safe = re.sub(r"[^A-Za-z0-9_.\-]", "-", label).strip(".-")[:80] or "model"
     return f"{safe}-{digest}"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _safetensors_header(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100 * 1024 * 1024:
-                return {}
-            data = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _estimate_params(config: dict[str, Any]) -> int:
-    """Rough parameter count from a transformer config, for checkpoints without safetensors headers."""
-    try:
-        h = int(config["hidden_size"])
-        layers = int(config["num_hidden_layers"])
-        vocab = int(config.get("vocab_size") or 0)
-        inter = int(config.get("intermediate_size") or 4 * h)
-        heads = int(config.get("num_attention_heads") or 1)
-        kv = int(config.get("num_key_value_heads") or heads)
-    except (KeyError, TypeError, ValueError):
-        return 0
-    head_dim = int(config.get("head_dim") or h // max(heads, 1))
-    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2
-    embeddings = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
-    return embeddings + layers * (attn + 3 * h * inter + 2 * h) + h
-
-
-def _config_context_length(config: dict[str, Any]) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "n_ctx"):
-        v = config.get(key)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
-
-
-def _chat_template(folder: Path) -> str | None:
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        try:
-            return jinja.read_text(encoding="utf-8")
-        except OSError:
-            pass
-    tpl = _read_json(folder / "tokenizer_config.json").get("chat_template")
-    if isinstance(tpl, str):
-        return tpl
-    if isinstance(tpl, list):  # [{"name": "default", "template": ...}, ...]
-        named = {t.get("name"): t.get("template") for t in tpl if isinstance(t, dict)}
-        chosen = named.get("default") or next(iter(named.values()), None)
-        return chosen if isinstance(chosen, str) else None
-    return None
-
-
-def _digest(files: list[Path]) -> tuple[str, int, float]:
-    """(sha256 of path+size+mtime per file, total size, newest mtime)."""
-    lines, total, newest = [], 0, 0
-    for p in sorted(files):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        lines.append(f"{p.resolve()}\t{st.st_size}\t{st.st_mtime_ns}")
-        total += st.st_size
-        newest = max(newest, st.st_mtime_ns)
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), total, newest / 1e9
-
-
-def _gguf_facts(path: Path) -> ModelFacts:
-    info = read_gguf_info(path)
-    digest, size, mtime = _digest([path])
-    arch = info.architecture
-    md = info.metadata
-    model_info = {k: v for k, v in md.items() if k not in ("general.name", "tokenizer.chat_template")}
-    model_info["general.parameter_count"] = info.parameter_count
-    label = md.get("general.size_label")
-    license_ = md.get("general.license")
-    return ModelFacts(
-        size_bytes=size,
-        digest=digest,
-        modified_at=mtime,
-        format="gguf",
-        family=arch,
-        parameter_count=info.parameter_count,
-        parameter_size=label if isinstance(label, str) and label else format_parameter_count(info.parameter_count),
-        quantization_level=info.file_type_name,
-        context_length=info.context_length,
-        model_info=model_info,
-        template=info.chat_template,
-        license=license_ if isinstance(license_, str) else None,
-        fim=info.has_fim,
-        location=str(path),
-    )
-
-
-def _hf_dir_facts(folder: Path) -> ModelFacts:
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    digest, size, mtime = _digest(files)
-    config = _read_json(folder / "config.json")
-    arch = str(config.get("model_type") or "")
-    params = 0
-    by_dtype: dict[str, int] = {}
-    for st_file in sorted(folder.glob("*.safetensors")):
-        for name, entry in _safetensors_header(st_file).items():
-            if name == "__metadata__" or not isinstance(entry, dict):
-                continue
-            n = 1
-            for d in entry.get("shape") or []:
-                n *= int(d)
-            params += n
-            dtype = str(entry.get("dtype", ""))
-            by_dtype[dtype] = by_dtype.get(dtype, 0) + n
-    if not params:
-        params = _estimate_params(config)
-    if by_dtype:
-        dominant = max(by_dtype, key=lambda k: by_dtype[k])
-        level = _SAFETENSORS_LEVEL.get(dominant, dominant)
-    else:
-        torch_dtype = str(config.get("torch_dtype") or config.get("dtype") or "")
-        level = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}.get(torch_dtype, torch_dtype.upper())
-    ctx = _config_context_length(config)
-    model_info: dict[str, Any] = {"general.architecture": arch, "general.parameter_count": params}
-    for key, gguf_key in (
-        ("hidden_size", "embedding_length"),
-        ("num_hidden_layers", "block_count"),
-        ("intermediate_size", "feed_forward_length"),
-        ("num_attention_heads", "attention.head_count"),
-        ("num_key_value_heads", "attention.head_count_kv"),
-        ("vocab_size", "vocab_size"),
-        ("rope_theta", "rope.freq_base"),
-        ("rms_norm_eps", "attention.layer_norm_rms_epsilon"),
-    ):
-        if isinstance(config.get(key), int | float):
-            model_info[f"{arch}.{gguf_key}"] = config[key]
-    if ctx is not None:
-        model_info[f"{arch}.context_length"] = ctx
-    fim = False
-    tok = folder / "tokenizer.json"
-    if tok.is_file():
-        try:
-            data = tok.read_bytes()
-            fim = all(f'"{t}"'.encode() in data for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
-        except OSError:
-            pass
-    readme_license = None
-    return ModelFacts(
-        size_bytes=size,
-        digest=digest,
-        modified_at=mtime,
-        format="safetensors",
-        family=arch,
-        parameter_count=params,
-        parameter_size=format_parameter_count(params) if params else "",
-        quantization_level=level,
-        context_length=ctx,
-        model_info=model_info,
-        template=_chat_template(folder),
-        license=readme_license,
-        fim=fim,
-        location=str(folder),
-    )
 
 
 def _option_value(value: Any) -> str:
@@ -437,7 +236,7 @@ class ModelCatalog:
             hit = self._facts.get(key)
         if hit is not None:
             return hit
-        facts = _gguf_facts(target) if source.gguf_file else _hf_dir_facts(target)
+        facts = gguf_facts(target) if source.gguf_file else hf_dir_facts(target)
         with self._facts_lock:
             if len(self._facts) > 256:
                 self._facts.clear()
@@ -612,11 +411,16 @@ class ModelCatalog:
         if source.kind != "hf_cache" or source.repo_id is None:
             where = "the embedded default model" if source.kind == "embedded" else f"a local model in {source.path}"
             raise InvalidRequest(f"cannot delete {base.name.display}: it is {where}", param="model")
-        snap = self.settings.snapshots_dir / snapshot_key(source)
         revisions = [source.revision] if parsed.revision and source.revision else None
+        converted = {snapshot_key(source)}  # every GGUF file of the deleted revisions may have been converted
+        for m in hfcache.cached_models(self.cache_dir):
+            if m.repo_id == source.repo_id and (revisions is None or m.commit in revisions):
+                converted |= {snapshot_key(b.source) for b in self._bases_of(m)}
         hfcache.delete_repo(source.repo_id, self.cache_dir, revisions=revisions)
-        if snap.is_dir():
-            shutil.rmtree(snap, ignore_errors=True)
+        for key in converted:
+            snap = self.settings.snapshots_dir / key
+            if snap.is_dir():
+                shutil.rmtree(snap, ignore_errors=True)
 
     def copy(self, source: str, destination: str) -> None:
         alias = self.store.get(source) if parse_name(source).revision is None else None

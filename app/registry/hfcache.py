@@ -3,6 +3,7 @@ and deletion. huggingface_hub is imported lazily (it costs ~0.5 s) so the CLI st
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -168,7 +169,8 @@ def delete_repo(repo_id: str, cache_dir: Path | None = None, *, revisions: list[
             continue
         commits = [r.commit_hash for r in repo.revisions if revisions is None or r.commit_hash in revisions]
         if commits:
-            strategy = info.delete_revisions(*commits)
+            # delete_revisions matches commit hashes across every repo: scope it to this one
+            strategy = dataclasses.replace(info, repos=frozenset({repo})).delete_revisions(*commits)
             freed += strategy.expected_freed_size
             strategy.execute()
         if revisions is None and repo.repo_path.exists():

@@ -176,7 +176,7 @@ def pull(
     yield {"status": "pulling manifest"}
     try:
         files, commit = _manifest(repo_id, rev, base, timeout, token, tag=parsed.tag, settings=settings)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes a typed service error
+    except Exception as exc:  # every failure becomes a typed service error
         raise _map_hub_error(exc, repo_id, base) from exc
 
     storage = hfcache.repo_folder(repo_id, cdir)
@@ -185,7 +185,7 @@ def pull(
             yield from _fetch(f, storage, commit, timeout, token, repo_id, cdir)
         except ServiceError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise _map_hub_error(exc, repo_id, base) from exc
 
     yield {"status": "verifying sha256 digest"}
@@ -266,7 +266,7 @@ def _download(
     f: _File, blob: Path, timeout: float, token: str | None, status: str, digest: str
 ) -> Iterator[dict[str, Any]]:
     import httpx
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
 
     partial = blob.with_name(blob.name + ".incomplete")
     headers = build_hf_headers(token=token)

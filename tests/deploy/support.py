@@ -37,6 +37,7 @@ EXTRA_ENV = frozenset(
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",
         "XDG_CACHE_HOME",
+        "TRITON_CACHE_DIR",
         "PATH",
     }
 )

@@ -103,7 +103,7 @@ def test_custom_metric_is_exported_by_the_app() -> None:
 
 
 def test_readme_documents_the_prometheus_adapter_rule() -> None:
-    blocks = [yaml.safe_load(b) for b in yaml_blocks((DEPLOY / "README.md").read_text())]
+    blocks = [d for b in yaml_blocks((DEPLOY / "README.md").read_text()) for d in yaml.safe_load_all(b)]
     rules: list[dict[str, Any]] = []
     for block in blocks:
         if isinstance(block, dict) and "rules" in block:
@@ -117,7 +117,7 @@ def test_readme_documents_the_prometheus_adapter_rule() -> None:
 
 def test_schema_validation_is_strict() -> None:
     """A misspelt field must fail, or the schema tests above prove nothing."""
-    (deployment,) = [d for d in load_docs(DEPLOY / "base" / "deployment.yaml")]
+    (deployment,) = load_docs(DEPLOY / "base" / "deployment.yaml")
     broken = json.loads(json.dumps(deployment))
     broken["spec"]["template"]["spec"]["enableServiceLink"] = False
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -142,7 +142,11 @@ def test_strategic_merge_merges_keyed_lists() -> None:
     base = {"containers": [{"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}]}, {"name": "b"}]}
     patch = {"containers": [{"name": "a", "env": [{"name": "B", "value": "2"}]}], "tolerations": [{"key": "k"}]}
     merged = strategic_merge(base, patch)
-    assert merged["containers"][0] == {"name": "a", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
+    assert merged["containers"][0] == {
+        "name": "a",
+        "image": "x",
+        "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+    }
     assert merged["containers"][1] == {"name": "b"}
     assert merged["tolerations"] == [{"key": "k"}]
 
@@ -227,7 +231,8 @@ def test_references_resolve(built: dict[str, list[dict[str, Any]]], overlay: str
     assert service["spec"]["selector"].items() <= labels.items()
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= {p["name"] for p in container["ports"]}
     hpa = find(docs, "HorizontalPodAutoscaler")
-    assert resource_id({"kind": hpa["spec"]["scaleTargetRef"]["kind"], "metadata": hpa["spec"]["scaleTargetRef"]}) in names
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) in names
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
@@ -336,4 +341,3 @@ def test_shared_volumes_allow_several_replicas(built: dict[str, list[dict[str, A
         for doc in docs:
             if doc["kind"] == "PersistentVolumeClaim":
                 assert doc["spec"]["accessModes"] == ["ReadWriteMany"], resource_id(doc)
-

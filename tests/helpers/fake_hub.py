@@ -59,8 +59,8 @@ class FakeHub:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def gets(self, name: str) -> list[RequestRecord]:
         return [r for r in self.requests if r.method == "GET" and r.path.endswith("/" + name)]

@@ -275,9 +275,21 @@ async def _last_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
-async def _chain(first: dict[str, Any], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def _head(events: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first events, up to the first past "pulling manifest": resolving the repo on the Hub happens there, so
+    an unknown repo or an unreachable Hub still gets a real status code instead of an in-band error."""
+    head: list[dict[str, Any]] = []
+    async for event in events:
+        head.append(event)
+        if event.get("status") != "pulling manifest":
+            break
+    return head
+
+
+async def _chain(head: list[dict[str, Any]], events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
     try:
-        yield encode_ndjson(first)
+        for event in head:
+            yield encode_ndjson(event)
         async for event in events:
             yield encode_ndjson(event)
     finally:
@@ -297,10 +309,11 @@ async def pull(request: Request, settings: SettingsDep, metrics: MetricsDep) -> 
     if req.stream is False:
         return _json(await until_disconnect(request, _last_event(events), metrics))
     try:
-        first = await events.__anext__()  # failures before the first line keep their real status
-    except StopAsyncIteration:
-        first = {"status": "success"}
-    return stream_response(guarded_stream(_chain(first, events), _error_line, metrics=metrics), NDJSON)
+        head = await until_disconnect(request, _head(events), metrics)
+    except BaseException:
+        await _aclose(events)
+        raise
+    return stream_response(guarded_stream(_chain(head, events), _error_line, metrics=metrics), NDJSON)
 
 
 @router.post("/push")

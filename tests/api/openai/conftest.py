@@ -33,10 +33,18 @@ class ScriptedEngine(FakeEngine):
                     await asyncio.sleep(self.delay)
                 yield chunk
             if not any(c.finish_reason for c in self.chunks):
-                yield Chunk(finish_reason=FinishReason.STOP, usage=Usage(prompt_tokens=5, completion_tokens=len(self.chunks)))
+                yield Chunk(
+                    finish_reason=FinishReason.STOP, usage=Usage(prompt_tokens=5, completion_tokens=len(self.chunks))
+                )
         except (GeneratorExit, asyncio.CancelledError):
             self.cancelled = True
             raise
+
+
+@pytest.fixture
+def scripted() -> Callable[..., ScriptedEngine]:
+    """Build a ScriptedEngine: `scripted(chunks, delay=..., ...)`."""
+    return ScriptedEngine
 
 
 @pytest.fixture
@@ -69,7 +77,9 @@ def live_server(settings: Settings, fake_catalog: Any) -> Iterator[Callable[[Any
 
     def start(engine: Any) -> str:
         port = _free_port()
-        app = create_app(settings.model_copy(update={"shutdown_grace_seconds": 1.0}), engine=engine, catalog=fake_catalog)
+        app = create_app(
+            settings.model_copy(update={"shutdown_grace_seconds": 1.0}), engine=engine, catalog=fake_catalog
+        )
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -147,7 +147,10 @@ def test_spec_for_format(fmt: Any, expected: ConstraintSpec | None) -> None:
     [
         ({"type": "object"}, {"type": "object"}),
         (PERSON, {**PERSON, "additionalProperties": False}),
-        ({"properties": {"a": {}}, "additionalProperties": True}, {"properties": {"a": {}}, "additionalProperties": True}),
+        (
+            {"properties": {"a": {}}, "additionalProperties": True},
+            {"properties": {"a": {}}, "additionalProperties": True},
+        ),
         (
             {"type": "array", "items": {"properties": {"a": {"properties": {}}}}},
             {
@@ -366,7 +369,7 @@ def test_closing_plan_completes_the_document(compiler: Any, tokenizer: Any, pref
     assert con.closing_text() is not None
     plan = con._closing_plan()
     assert plan is not None
-    dv = compiler.info.decoded_vocab
+    dv = compiler.decoded_vocab
     full = raw + b"".join(dv[t] for t in plan)
     jsonschema.validate(json.loads(full.decode("utf-8")), PERSON)
 
@@ -410,4 +413,3 @@ def test_padded_logits_columns_are_masked(tokenizer: Any) -> None:
     con.apply(logits)
     assert torch.isinf(logits[VOCAB:]).all()
     assert len(_allowed(logits)) > 0
-

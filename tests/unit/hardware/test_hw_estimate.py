@@ -14,6 +14,7 @@ from app.hardware.estimate import (
     GgufArray,
     ModelDims,
     config_count,
+    count_tensors,
     dtype_bytes,
     estimate,
     kv_cache_bytes,
@@ -318,3 +319,21 @@ def test_embedded_gguf_parameter_count(embedded_gguf: Path) -> None:
     e4 = estimate(src, dtype="float32", quantization="4bit", num_ctx=1, parallel=1, overhead_bytes=0)
     assert dims.vocab_size
     assert e4.weights_bytes > dims.vocab_size * dims.hidden * 4
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "linear"),
+    [
+        ("output.weight", (10, 4), False),  # GGUF's lm_head
+        ("bert.encoder.layer.0.attention.output.dense.weight", (4, 4), True),
+        ("transformer.wte.weight", (10, 4), False),
+        ("model.embed_tokens.weight", (10, 4), False),
+        ("lm_head.weight", (10, 4), False),
+        ("model.layers.0.mlp.down_proj.weight", (4, 8), True),
+        ("model.layers.0.mlp.down_proj.bias", (4,), False),
+        ("model.norm.weight", (4,), False),
+    ],
+)
+def test_which_tensors_bitsandbytes_quantises(name: str, shape: tuple[int, ...], linear: bool) -> None:
+    count = count_tensors([(name, shape)], "safetensors")
+    assert (count.linear == math.prod(shape)) is linear

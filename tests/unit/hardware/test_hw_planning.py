@@ -4,6 +4,7 @@ import pytest
 
 from app.hardware.planning import (
     FitReport,
+    available_bytes,
     fit_report,
     fits,
     human_bytes,
@@ -19,6 +20,14 @@ MIB = 1 << 20
 @pytest.mark.parametrize(("need", "free", "ok"), [(0, 0, True), (10, 10, True), (11, 10, False), (1, 0, False)])
 def test_fits(need: int, free: int, ok: bool) -> None:
     assert fits(need, free) is ok
+
+
+@pytest.mark.parametrize(
+    ("free", "budget", "resident", "expected"),
+    [(100, 0, 50, 100), (100, 120, 50, 70), (100, 500, 50, 100), (100, 40, 50, 0), (-5, 0, 0, 0)],
+)
+def test_available_bytes(free: int, budget: int, resident: int, expected: int) -> None:
+    assert available_bytes(free, budget, resident) == expected
 
 
 IDLE = [("a", 300, 30.0), ("b", 200, 10.0), ("c", 500, 20.0)]  # LRU order: b, c, a

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from app.errors import InvalidRequest, ModelNotFound
-from app.registry import catalog as catalog_mod
 from app.registry import hfcache
-from app.registry.catalog import ModelCatalog, format_parameter_count, snapshot_key
+from app.registry.catalog import ModelCatalog, snapshot_key
+from app.registry.facts import format_parameter_count
 from app.registry.types import Alias, ModelSource
 from app.settings import Settings
 from tests.helpers.fake_hub import tiny_model_files
@@ -74,7 +74,7 @@ def test_embedded_default(catalog: ModelCatalog) -> None:
 
 
 def test_embedded_missing_is_not_listed(catalog: ModelCatalog, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(catalog_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     assert "smollm2:135m" not in names(catalog)
     with pytest.raises(ModelNotFound):
         catalog.resolve("smollm2:135m")

@@ -48,8 +48,14 @@ def test_copy(tmp_path: Path) -> None:
 
 def test_concurrent_processes_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "registry.json"
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(str(path), p, 25)) for p in range(4)]
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    procs = [
+        ctx.Process(  # type: ignore[attr-defined]
+            target=_worker, args=(str(path), p, 25)
+        )
+        for p in range(4)
+    ]
     for p in procs:
         p.start()
     for p in procs:
