@@ -90,7 +90,8 @@ class RemoteRegistry:
         for e in entries:
             if not isinstance(e, dict):
                 continue
-            fit = e.get("fit") if isinstance(e.get("fit"), dict) else e
+            nested = e.get("fit")
+            fit: dict[str, Any] = nested if isinstance(nested, dict) else e
             suggestion = _first(fit, "suggestion", "suggested_quantization")
             fits_raw = _first(fit, "fits", "fit_label")
             label = _fits_label(fits_raw)

@@ -41,7 +41,7 @@ def embedded_settings(settings: Settings) -> Settings:
 class EmbeddedServer:
     """uvicorn serving `app` on 127.0.0.1:<free port> in a daemon thread; use as a context manager."""
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", grace_seconds: float = 2.0) -> None:
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", grace_seconds: int = 2) -> None:
         import uvicorn
 
         self.host = host

@@ -53,8 +53,8 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common() -> Parser:
+    common = Parser(add_help=False)
     g = common.add_argument_group("server address")
     g.add_argument("--host", default=None, help="server host[:port] (default: HUGLLAMA_HOST / OLLAMA_HOST)")
     g.add_argument("--port", type=int, default=None, help="server port (overrides the port in --host)")

@@ -211,6 +211,18 @@ class ConstraintCompiler:
         self._token_lengths = lengths
         self._stop_ids_tensor = torch.tensor(self.stop_token_ids, dtype=torch.long)
         self._bit_shifts = torch.arange(32, dtype=torch.int32)
+        self._batch_bitmask = xgr.allocate_token_bitmask(8, self.vocab_size)
+
+    def _bitmask_rows(self, rows: int) -> torch.Tensor:
+        # Reused across steps: only the rows being filled are ever applied, so stale rows are harmless. One
+        # compiler serves one model, whose scheduler is a single thread.
+        if self._batch_bitmask.shape[0] < rows:
+            import xgrammar as xgr
+
+            self._batch_bitmask = xgr.allocate_token_bitmask(
+                max(rows, 2 * self._batch_bitmask.shape[0]), self.vocab_size
+            )
+        return self._batch_bitmask[:rows]
 
     def compile(self, spec: ConstraintSpec) -> Any:
         """The compiled grammar for `spec` (cached); an uncompilable schema raises InvalidRequest."""
@@ -421,7 +433,7 @@ def apply_batch(logits: torch.Tensor, rows: Sequence[tuple[int, Constraint]]) ->
     comp = rows[0][1]._compiler
     vocab = comp.vocab_size
     width = logits.shape[-1]
-    bitmask = xgr.allocate_token_bitmask(logits.shape[0], vocab)
+    bitmask = comp._bitmask_rows(logits.shape[0])
     live: list[Constraint] = []
     live_idx: list[int] = []
     done: list[int] = []

@@ -60,11 +60,8 @@ class RowSampler:
         self._prompt = list(prompt_ids)
         self._use_rep = self.repetition_penalty != 1.0 and self.repeat_last_n != 0
         self._use_counts = self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
-        # Token counts over `generated`, updated incrementally: the scheduler only ever appends to it.
-        self._counts: torch.Tensor | None = None
-        self._counted = 0
-        self._last_counted: int | None = None
-        self._prompt_mask: torch.Tensor | None = None  # repeat_last_n == -1: tokens seen in the prompt
+        self._stats = _TokenStats()
+        self._prompt_unique: torch.Tensor | None = None  # repeat_last_n == -1: distinct prompt tokens
 
         self.needs_processing = (
             bool(bias) or self.min_tokens > 0 or self.ignore_eos or self._use_rep or self._use_counts
@@ -95,25 +92,6 @@ class RowSampler:
             self._gen_by_device[device] = gen
         return gen
 
-    def _token_counts(self, generated: Sequence[int], device: torch.device) -> torch.Tensor:
-        n = len(generated)
-        stale = (
-            self._counts is None
-            or self._counts.device != device
-            or n < self._counted
-            or (self._counted > 0 and generated[self._counted - 1] != self._last_counted)
-        )
-        if stale:
-            self._counts = torch.zeros(self.vocab_size, dtype=torch.float32, device=device)
-            self._counted = 0
-        assert self._counts is not None
-        if n > self._counted:
-            new = torch.tensor(generated[self._counted :], dtype=torch.long, device=device)
-            self._counts.index_put_((new,), torch.ones(new.numel(), device=device), accumulate=True)
-            self._counted = n
-            self._last_counted = generated[-1]
-        return self._counts
-
     def _repeat_window(self, generated: Sequence[int], device: torch.device) -> torch.Tensor | None:
         """Token ids the repetition penalty applies to (duplicates allowed), or a mask for the whole context."""
         n = self.repeat_last_n
@@ -138,29 +116,27 @@ class RowSampler:
         if self._eos.numel() and (self.ignore_eos or len(generated) < self.min_tokens):
             if self._eos.device != device:
                 self._eos = self._eos.to(device)
+            saved = logits.index_select(0, self._eos)
             logits.index_fill_(0, self._eos, _NEG_INF)
+            if not bool(torch.isfinite(logits).any()):
+                # Only eos was allowed (e.g. by a grammar): ending beats emitting a token nothing permits.
+                logits.index_copy_(0, self._eos, saved)
         if self._use_rep:
             self._apply_repetition(logits, generated)
         if self._use_counts:
-            counts = self._token_counts(generated, device)
-            if self.frequency_penalty:
-                logits.sub_(counts * self.frequency_penalty)
-            if self.presence_penalty:
-                logits.sub_((counts > 0).to(logits.dtype) * self.presence_penalty)
+            ids, counts = self._stats.update(generated, device)
+            if ids.numel():
+                penalty = counts * self.frequency_penalty + self.presence_penalty
+                logits.index_add_(0, ids, penalty.neg_().to(logits.dtype))
         return logits
 
     def _apply_repetition(self, logits: torch.Tensor, generated: Sequence[int]) -> None:
         penalty = self.repetition_penalty
         ids = self._repeat_window(generated, logits.device)
-        if ids is None:
-            if self._prompt_mask is None or self._prompt_mask.device != logits.device:
-                self._prompt_mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=logits.device)
-                if self._prompt:
-                    self._prompt_mask[torch.tensor(self._prompt, dtype=torch.long, device=logits.device)] = True
-            mask = self._prompt_mask | (self._token_counts(generated, logits.device) > 0)
-            penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
-            logits.copy_(torch.where(mask, penalised, logits))
-            return
+        if ids is None:  # the whole context: distinct prompt tokens + distinct generated ones
+            if self._prompt_unique is None or self._prompt_unique.device != logits.device:
+                self._prompt_unique = torch.tensor(sorted(set(self._prompt)), dtype=torch.long, device=logits.device)
+            ids = torch.cat([self._prompt_unique, self._stats.update(generated, logits.device)[0]])
         if ids.numel() == 0:
             return
         score = logits.gather(0, ids)
@@ -236,11 +212,58 @@ class RowSampler:
 def _draw(probs: torch.Tensor, gen: torch.Generator) -> int:
     """Inverse-CDF draw from unnormalised probabilities (an order of magnitude cheaper than multinomial here)."""
     cum = torch.cumsum(probs, dim=-1)
+    if not bool(cum[-1] > 0):  # every token masked (or NaN logits): nothing to draw from
+        return int(torch.argmax(torch.nan_to_num(probs, nan=-1.0)).item())
     u = torch.rand(1, generator=gen, device=probs.device) * cum[-1]
     idx = int(torch.searchsorted(cum, u, right=True).clamp_max(probs.numel() - 1).item())
     if probs[idx] <= 0:  # u rounded up onto the total: take the last token that has mass
         idx = int(torch.nonzero(probs).max().item())
     return idx
+
+
+class _TokenStats:
+    """Distinct generated tokens and their counts as sparse tensors, folded in incrementally.
+
+    The scheduler only appends to `generated`, so each step costs O(new tokens); a history that shrank or changed
+    under us is recounted from scratch.
+    """
+
+    def __init__(self) -> None:
+        self._pos: dict[int, int] = {}
+        self._seen = 0
+        self._last: int | None = None
+        self.ids = torch.empty(0, dtype=torch.long)
+        self.counts = torch.empty(0, dtype=torch.float32)
+
+    def update(self, generated: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(generated)
+        if n < self._seen or (self._seen and generated[self._seen - 1] != self._last) or self.ids.device != device:
+            self.__init__()  # type: ignore[misc]
+            self.ids, self.counts = self.ids.to(device), self.counts.to(device)
+        if n > self._seen:
+            new_ids: list[int] = []
+            new_counts: list[float] = []
+            bump: list[int] = []
+            for tok in generated[self._seen :]:
+                tok = int(tok)
+                pos = self._pos.get(tok)
+                if pos is None:
+                    self._pos[tok] = len(self._pos)
+                    new_ids.append(tok)
+                    new_counts.append(1.0)
+                elif pos >= self.ids.numel():
+                    new_counts[pos - self.ids.numel()] += 1.0
+                else:
+                    bump.append(pos)
+            if bump:
+                where = torch.tensor(bump, dtype=torch.long, device=device)
+                self.counts.index_add_(0, where, torch.ones(len(bump), device=device))
+            if new_ids:
+                self.ids = torch.cat([self.ids, torch.tensor(new_ids, dtype=torch.long, device=device)])
+                self.counts = torch.cat([self.counts, torch.tensor(new_counts, dtype=torch.float32, device=device)])
+            self._seen = n
+            self._last = int(generated[-1])
+        return self.ids, self.counts
 
 
 def _typical(probs: torch.Tensor, mass: float) -> torch.Tensor:

@@ -199,13 +199,12 @@ class BatchScheduler:
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
             position_ids=positions.to(self.device),
-            past_key_values=cache,
+            cache=cache,  # updated in place
             use_cache=True,
             logits_to_keep=1,
         )
         self.forward_tokens += int(ids.numel())
         logits = out.logits[:, -1, :].float().cpu()
-        cache = out.past_key_values
         for s in seqs:
             s.fed = list(s.prompt_ids)
         if self.prefix_cache is not None:
@@ -245,10 +244,10 @@ class BatchScheduler:
             input_ids=ids.to(self.device),
             attention_mask=self._mask.to(self.device),
             position_ids=positions.to(self.device),
-            past_key_values=self._cache,
+            cache=self._cache,  # updated in place
             use_cache=True,
+            logits_to_keep=1,
         )
-        self._cache = out.past_key_values
         self.steps += 1
         self.forward_tokens += len(rows)
         for s in rows:

@@ -296,7 +296,7 @@ def to_messages(messages: Iterable[schemas.Message], model: str, *, where: str =
     return tuple(out)
 
 
-def _sampling(req: schemas._GenerationFields) -> SamplingParams:
+def _sampling(req: schemas.GenerationFields) -> SamplingParams:
     sampling = parse_options(req.options)
     extra: dict[str, Any] = {}
     if req.logprobs is not None:

@@ -20,7 +20,7 @@ from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
 from app.api.errors import parse_json_body
 from app.api.ollama import convert, schemas
 from app.api.streaming import NDJSON, encode_ndjson, guarded_stream, stream_response, until_disconnect
-from app.engine.types import Chunk
+from app.engine.types import Chunk, GenerationRequest
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.metrics import Metrics
 
@@ -89,7 +89,7 @@ async def _generation(
     request: Request,
     kind: convert.Kind,
     model: str,
-    gen: Any,
+    gen: GenerationRequest,
     stream: bool,
     engine: EngineDep,
     metrics: Metrics,

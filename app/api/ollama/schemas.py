@@ -47,7 +47,9 @@ class Message(BaseModel):
     tool_call_id: str | None = None
 
 
-class _GenerationFields(BaseModel):
+class GenerationFields(BaseModel):
+    """Fields shared by /api/generate and /api/chat."""
+
     model_config = _REQUEST
 
     model: str | None = None
@@ -66,7 +68,7 @@ class _GenerationFields(BaseModel):
     top_logprobs: int | None = None
 
 
-class GenerateRequest(_GenerationFields):
+class GenerateRequest(GenerationFields):
     prompt: str | None = None
     suffix: str | None = None
     system: str | None = None
@@ -80,7 +82,7 @@ class GenerateRequest(_GenerationFields):
     images: list[str] | None = None
 
 
-class ChatRequest(_GenerationFields):
+class ChatRequest(GenerationFields):
     messages: list[Message] | None = None
     tools: Any = None
 

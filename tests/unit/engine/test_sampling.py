@@ -311,3 +311,17 @@ def test_logprob_info() -> None:
     chosen, top = logprob_info(logits, 1, 0)
     assert chosen == pytest.approx(logp[1].item())
     assert top == []
+
+
+def test_min_tokens_yields_when_only_eos_is_allowed() -> None:
+    # a grammar that only allows eos wins over min_tokens: banning it would leave nothing to sample
+    only_eos = torch.full((V,), -math.inf)
+    only_eos[EOS] = 0.0
+    for kw in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 0}):
+        s = make(min_tokens=3, **kw)
+        assert s.sample(s.process(only_eos.clone(), [])) == EOS
+
+
+def test_fully_masked_row_does_not_crash() -> None:
+    s = make(seed=0, temperature=1.0, top_k=0, top_p=1.0)
+    assert 0 <= s.sample(torch.full((V,), -math.inf)) < V

@@ -20,7 +20,7 @@ from app.engine.tools import (
 from app.engine.types import ToolCall
 from app.errors import GenerationFailed, InvalidRequest
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -32,7 +32,7 @@ WEATHER = {
         },
     },
 }
-CLOCK = {"type": "function", "function": {"name": "clock.now"}}
+CLOCK: dict[str, Any] = {"type": "function", "function": {"name": "clock.now"}}
 TOOLS = [WEATHER, CLOCK]
 
 
