@@ -6,6 +6,7 @@ Every field reads `HUGLLAMA_<FIELD>`; the Ollama variables an existing deploymen
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -140,6 +141,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.bind()  # validates host/port early
+        if "preload" not in self.model_fields_set and os.environ.get("HUGLLAMA_PRELOAD") == "":
+            self.preload = ""  # env_ignore_empty drops the variable, but an empty HUGLLAMA_PRELOAD means none
         return self
 
     def bind(self) -> tuple[str, int]:

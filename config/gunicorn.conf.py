@@ -1,4 +1,4 @@
-"""Gunicorn settings for the container: one UvicornWorker serving `app.main:create_app()`.
+"""Gunicorn settings for the container: one draining uvicorn worker (app.gunicorn_worker.DrainingWorker) serving `app.main:create_app()`.
 
 One worker on purpose: each process holds its own copy of every loaded model, so scale with more containers
 (one per GPU), not more workers. Every value comes from the same Settings the app reads.
@@ -15,7 +15,7 @@ _settings = Settings()
 _host, _port = _settings.bind()
 
 wsgi_app = "app.main:create_app()"
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "app.gunicorn_worker.DrainingWorker"
 workers = 1
 bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 

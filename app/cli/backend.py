@@ -202,12 +202,10 @@ class LocalRegistry:
             return None, "?"
         try:
             from app.hardware.estimate import estimate
-            from app.hardware.planning import fits, suggest_quantization
+            from app.hardware.planning import fits
 
-            order: list[str | None] = [None, "8bit", "4bit"]
-            candidates = order[order.index(quantization) :] if quantization in order else order
-            estimates = {
-                q: estimate(
+            def need(q: str | None) -> int:
+                return estimate(
                     source,
                     dtype=pool.dtype,
                     quantization=q,
@@ -215,16 +213,20 @@ class LocalRegistry:
                     parallel=1,
                     overhead_bytes=self.settings.memory_overhead_bytes,
                 ).total_bytes
-                for q in candidates
-            }
+
+            wanted = need(quantization)
+            if fits(wanted, pool.free_bytes):
+                return wanted, "yes"
+            # Estimating reads file headers: only try the smaller loads when the requested one does not fit.
+            order: list[str | None] = [None, "8bit", "4bit"]
+            start = order.index(quantization) + 1 if quantization in order else 0
+            for q in order[start:]:
+                if fits(need(q), pool.free_bytes):
+                    return wanted, _FITS_LABEL[q]
         except Exception as exc:
             log.debug("estimate failed for %s: %s", source.path, exc)
             return None, "?"
-        need = estimates[quantization]
-        if fits(need, pool.free_bytes):
-            return need, "yes"
-        suggestion = suggest_quantization(estimates, pool.free_bytes)
-        return need, _FITS_LABEL.get(suggestion, "no") if suggestion else "no"
+        return wanted, "no"
 
     def _row(self, entry: ModelEntry, pool: _Pool | None) -> ModelRow:
         quantization: str | None = None

@@ -257,6 +257,9 @@ class TransformersEngine(ModelAdminMixin):
                 for chunk in final:
                     yield chunk
                 self._observe(ctx, label, item)
+                if self.settings.log_content:
+                    # Opt-in only (HUGLLAMA_LOG_CONTENT): prompts and answers may be sensitive.
+                    log.info("content: prompt=%r completion=%r", req.messages or req.prompt, ctx.seq.detok.text())
                 return
         finally:
             if waiting:

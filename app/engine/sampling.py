@@ -104,7 +104,10 @@ class RowSampler:
 
     @torch.inference_mode()
     def process(self, logits: torch.Tensor, generated: Sequence[int]) -> torch.Tensor:
-        """Apply bias, eos bans and penalties to a 1-D float32 [V] row, in place; returns it."""
+        """Apply bias, eos bans and penalties to a 1-D float32 [V] row, in place; returns it.
+
+        `generated` is expected to grow by appending between calls (counts are kept incrementally).
+        """
         if not self.needs_processing:
             return logits
         device = logits.device
@@ -229,17 +232,19 @@ class _TokenStats:
     """
 
     def __init__(self) -> None:
+        self._reset(torch.device("cpu"))
+
+    def _reset(self, device: torch.device) -> None:
         self._pos: dict[int, int] = {}
         self._seen = 0
         self._last: int | None = None
-        self.ids = torch.empty(0, dtype=torch.long)
-        self.counts = torch.empty(0, dtype=torch.float32)
+        self.ids = torch.empty(0, dtype=torch.long, device=device)
+        self.counts = torch.empty(0, dtype=torch.float32, device=device)
 
     def update(self, generated: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         n = len(generated)
         if n < self._seen or (self._seen and generated[self._seen - 1] != self._last) or self.ids.device != device:
-            self.__init__()  # type: ignore[misc]
-            self.ids, self.counts = self.ids.to(device), self.counts.to(device)
+            self._reset(device)
         if n > self._seen:
             new_ids: list[int] = []
             new_counts: list[float] = []

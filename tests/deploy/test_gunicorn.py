@@ -43,7 +43,7 @@ def test_container_values(clean_env: pytest.MonkeyPatch) -> None:
     conf = _load()
     assert conf["bind"] == ["0.0.0.0:11434"]
     assert conf["workers"] == 1, "one model copy per process"
-    assert conf["worker_class"] == "uvicorn_worker.UvicornWorker"
+    assert conf["worker_class"] == "app.gunicorn_worker.DrainingWorker"
     assert conf["wsgi_app"] == "app.main:create_app()"
     assert conf["timeout"] == 0 or conf["timeout"] >= 600
     assert conf["graceful_timeout"] == 30 + 10
@@ -82,7 +82,7 @@ def test_every_name_is_a_gunicorn_setting(clean_env: pytest.MonkeyPatch) -> None
     for name, value in _load().items():
         assert name in cfg.settings, f"{name} is not a gunicorn setting"
         cfg.set(name, value)  # runs gunicorn's validator
-    assert cfg.worker_class is load_class("uvicorn_worker.UvicornWorker")
+    assert cfg.worker_class is load_class("app.gunicorn_worker.DrainingWorker")
     assert cfg.address == [("0.0.0.0", 11434)]
 
 
