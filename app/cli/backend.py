@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 _SAMPLING_TO_OLLAMA = {v: k for k, v in OLLAMA_TO_SAMPLING.items()}
 _QUANTIZE = {"8bit": "q8_0", "4bit": "q4_0"}
-_FITS_LABEL = {None: "yes", "8bit": "with 8-bit", "4bit": "with 4-bit"}
+_FITS_LABEL: dict[str | None, str] = {None: "yes", "8bit": "with 8-bit", "4bit": "with 4-bit"}
+_JSON_MODE_UNSUPPORTED = "aliases cannot store a format yet; pass --json-mode to run/chat instead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ class RemoteRegistry:
     def __init__(self, client: OllamaClient) -> None:
         self.client = client
 
-    def _available_rows(self, data: Any) -> list[ModelRow] | None:
+    def _available_rows(self, data: Any, modified: dict[str, float | None]) -> list[ModelRow] | None:
+        """Rows from /api/v1/models/available (estimates made by the server, on its hardware)."""
         entries = data.get("models", data.get("data")) if isinstance(data, dict) else data
         if not isinstance(entries, list):
             return None
@@ -92,29 +94,32 @@ class RemoteRegistry:
                 continue
             nested = e.get("fit")
             fit: dict[str, Any] = nested if isinstance(nested, dict) else e
-            suggestion = _first(fit, "suggestion", "suggested_quantization")
-            fits_raw = _first(fit, "fits", "fit_label")
+            suggestion = _first(fit, "fits_with", "suggestion")
+            fits_raw = fit.get("fits")
             label = _fits_label(fits_raw)
             if fits_raw is False and suggestion in ("8bit", "4bit"):
                 label = _FITS_LABEL[suggestion]
+            name = str(_first(e, "name", "model", "id") or "?")
             rows.append(
                 ModelRow(
-                    name=str(_first(e, "name", "model", "id") or "?"),
+                    name=name,
                     size=_first(e, "size", "size_bytes"),
-                    estimate=_first(fit, "estimated_bytes", "estimate_bytes", "need_bytes", "memory_bytes"),
+                    estimate=_first(fit, "estimated_memory", "estimated_bytes", "need_bytes"),
                     fits=label,
-                    modified=to_epoch(_first(e, "modified_at", "modified")),
-                    base=_first(e, "base", "alias_of"),
+                    modified=to_epoch(e["modified_at"]) if e.get("modified_at") else modified.get(name),
+                    base=e.get("base") or None,
                 )
             )
         return rows
 
     def list_models(self) -> list[ModelRow]:
+        tags = self.client.request("GET", "/api/tags") or {}
+        models = [m for m in tags.get("models") or [] if isinstance(m, dict)]
+        modified = {str(m.get("name") or m.get("model")): to_epoch(m.get("modified_at")) for m in models}
         available = self.client.get_optional("/api/v1/models/available")
-        rows = self._available_rows(available) if available is not None else None
+        rows = self._available_rows(available, modified) if available is not None else None
         if rows is not None:
             return rows
-        tags = self.client.request("GET", "/api/tags") or {}
         return [
             ModelRow(
                 name=str(m.get("name") or m.get("model") or "?"),
@@ -124,7 +129,7 @@ class RemoteRegistry:
                 modified=to_epoch(m.get("modified_at")),
                 base=(m.get("details") or {}).get("parent_model") or None,
             )
-            for m in tags.get("models") or []
+            for m in models
         ]
 
     def show(self, name: str) -> dict[str, Any]:
@@ -148,6 +153,13 @@ class RemoteRegistry:
             body["keep_alive"] = keep_alive_request(spec.keep_alive)
         for _ in self.client.stream("POST", "/api/create", body):
             pass  # status lines; an {"error"} line raises
+        if spec.format is not None and not self._has_format(spec.name):
+            raise CliError(f"created '{spec.name}', but the server ignored --json-mode: {_JSON_MODE_UNSUPPORTED}")
+
+    def _has_format(self, name: str) -> bool:
+        params = self.show(name).get("parameters")
+        text = params if isinstance(params, str) else "\n".join(map(str, params or ()))
+        return any(line.split()[:1] == ["format"] for line in text.splitlines())
 
     def delete(self, name: str) -> None:
         self.client.request("DELETE", "/api/delete", {"model": name})
@@ -217,7 +229,7 @@ class LocalRegistry:
             wanted = need(quantization)
             if fits(wanted, pool.free_bytes):
                 return wanted, "yes"
-            # Estimating reads file headers: only try the smaller loads when the requested one does not fit.
+            # Estimating reads file headers: try the smaller loads only when the requested one does not fit.
             order: list[str | None] = [None, "8bit", "4bit"]
             start = order.index(quantization) + 1 if quantization in order else 0
             for q in order[start:]:
@@ -249,7 +261,7 @@ class LocalRegistry:
     def create(self, spec: AliasSpec) -> None:
         options = dict(spec.options)
         if spec.format is not None:
-            # Alias has no format field yet; the catalog keeps it with the options (see the CLI report).
+            # Alias has no format field yet: the brief keeps it with the options (see the CLI report).
             options["format"] = spec.format
         alias = Alias(
             name=spec.name,
@@ -263,11 +275,8 @@ class LocalRegistry:
         try:
             self.catalog.put_alias(alias)
         except InvalidRequest as exc:
-            if spec.format is not None and exc.param == "options" and "format" in exc.message:
-                raise CliError(
-                    "--json-mode on an alias needs alias-level format support in the registry, which it does not "
-                    "have yet; pass --json-mode to run/chat instead"
-                ) from None
+            if spec.format is not None and exc.param == "options" and "'format'" in exc.message:
+                raise CliError(_JSON_MODE_UNSUPPORTED) from None
             raise
 
     def delete(self, name: str) -> None:

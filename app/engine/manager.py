@@ -315,6 +315,10 @@ class ModelManager:
         with contextlib.suppress(KeyError):
             self.metrics.model_memory_estimate.remove(label)
         del res.weights.model
+        # The Resident may outlive its unload (a reaper loop variable, a finished request's frame): cut every
+        # path from it to the weights and caches so gc can free them (the weights are mmapped: RSS drops).
+        res.scheduler.model = None
+        res.scheduler.prefix_cache = None
         res.compiler = None
         gc.collect()
         if self.device == "cuda":

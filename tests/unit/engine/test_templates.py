@@ -92,7 +92,9 @@ def test_prefill_continues_the_last_assistant_message(renderer: PromptRenderer) 
     assert renderer.render_chat(msgs).endswith("1, 2,<|im_end|>\n<|im_start|>assistant\n")
 
 
-@pytest.mark.parametrize("bad", ["{% for m in messages %}", "{{ messages[0].content + 1 }}", "{{ raise_exception('no') }}"])
+@pytest.mark.parametrize(
+    "bad", ["{% for m in messages %}", "{{ messages[0].content + 1 }}", "{{ raise_exception('no') }}"]
+)
 def test_template_error_is_invalid_request(renderer: PromptRenderer, bad: str) -> None:
     with pytest.raises(InvalidRequest) as exc:
         renderer.render_chat([user("Hi")], template=bad)
