@@ -47,7 +47,8 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         self._draining = True
-        self._captured_signals.append(sig)  # uvicorn re-raises it after shutdown, so the exit status says why
+        # Not added to uvicorn's _captured_signals: uvicorn would re-raise it after shutdown and a completed drain
+        # would end with status -15 instead of 0 (orchestrators read a drained stop as a clean one).
         lifecycle.begin_drain()
         # A signal handler may not touch the loop directly; call_soon_threadsafe is safe from one.
         self._loop.call_soon_threadsafe(self._start_drain, lifecycle)

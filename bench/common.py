@@ -4,6 +4,7 @@ embedded model, loadgen runs in-process and a small streaming client for per-req
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -27,13 +28,12 @@ VENV_BIN = REPO / ".venv" / "bin"
 HUGLLAMA = VENV_BIN / "hugllama"
 TRANSFORMERS = VENV_BIN / "transformers"
 MODEL = "smollm2:135m"
-DEFAULT_SNAPSHOTS = Path(
-    os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots")
-)
+DEFAULT_SNAPSHOTS = Path(os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots"))
 READY_TIMEOUT = 900.0
 
+# loadgen.py is a script next to this file (a copy of ../shared/bench/loadgen.py), untyped: imported as Any.
 sys.path.insert(0, str(BENCH))
-import loadgen  # noqa: E402  (a script next to this file, not a package)
+loadgen: Any = importlib.import_module("loadgen")
 
 
 def pinned_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -93,7 +93,7 @@ class Server:
 
 
 def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path, url: str, model: str) -> Server:
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+    log = open(log_path, "ab")  # the child keeps its own descriptor
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     return Server(name=name, url=url, model=model, proc=proc, log_path=log_path)
@@ -206,6 +206,8 @@ class StreamResult:
     decode_tok_s: float | None = None
     finish: str | None = None
     error: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
     token_times: list[float] = field(default_factory=list)
 
 
@@ -228,8 +230,11 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: dict[str, Any])
                 chunk = json.loads(payload)
                 if "error" in chunk:
                     raise RuntimeError(f"stream error: {chunk['error']}")
-                if chunk.get("usage"):
-                    out.tokens = int(chunk["usage"].get("completion_tokens") or 0)
+                usage = chunk.get("usage")
+                if usage:
+                    out.tokens = int(usage.get("completion_tokens") or 0)
+                    out.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    out.cached_tokens = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
                 for ch in chunk.get("choices") or []:
                     text = (ch.get("delta") or {}).get("content") or ""
                     if text:

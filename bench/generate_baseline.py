@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.generation.streamers import BaseStreamer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import BUILTIN_PROMPTS  # noqa: E402
+from loadgen import BUILTIN_PROMPTS
 
 
 class _Clock(BaseStreamer):
@@ -58,7 +58,8 @@ def run(snapshot: Path, concurrency: list[int], max_tokens: int, reps: int, thre
     tok.padding_side = "left"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(snapshot, dtype=torch.float32).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(snapshot, dtype=torch.float32)
+    model.eval()
     gen_eos = model.generation_config.eos_token_id
     eos = set(gen_eos if isinstance(gen_eos, list) else [gen_eos]) | {tok.eos_token_id}
     prompts = [

@@ -28,6 +28,8 @@ _JSON_MODE_SCHEMA: dict[str, Any] = {"type": "object"}
 
 # When the token budget gets this close, each step checks whether the shortest way to close the JSON still fits.
 _CLOSE_WINDOW = 48
+_GUARD_SLACK = 16
+_GUARD_TOP_K = 8
 _CLOSE_MAX_STEPS = 96
 # Tried in order when nothing is forced: closers first, then the shortest values.
 _CLOSE_CANDIDATES = ("}", "]", '"', ",", "0", "null", "true", "false", "{", "[", ":")
@@ -198,17 +200,19 @@ class ConstraintCompiler:
         # For closing plans: text -> tokens by greedy longest match over ordinary tokens, and token lengths for
         # the "shortest allowed token" fallback.
         blocked = special | set(self.stop_token_ids)
-        decoded: list[bytes] = list(self.info.decoded_vocab)  # the property rebuilds the list on each access
+        # The decoded_vocab property rebuilds the list on each access; a slice of the FFI array is the fastest copy.
+        handle = self.info._handle.decoded_vocab()
+        decoded: list[bytes] = [bytes(b) for b in handle[0 : len(handle)]]
         self.decoded_vocab = decoded
         self._piece_ids: dict[bytes, int] = {}
-        lengths = torch.full((self.vocab_size,), 1 << 20, dtype=torch.int64)
+        lengths = [1 << 20] * self.vocab_size
         for idx, piece in enumerate(decoded[: self.vocab_size]):
             if idx in blocked or not piece or not encoded[idx]:
                 continue
             lengths[idx] = len(piece)
             if len(piece) <= 16 and piece not in self._piece_ids:
                 self._piece_ids[piece] = idx
-        self._token_lengths = lengths
+        self._token_lengths = torch.tensor(lengths, dtype=torch.int64)
         self._stop_ids_tensor = torch.tensor(self.stop_token_ids, dtype=torch.long)
         self._bit_shifts = torch.arange(32, dtype=torch.int32)
         self._batch_bitmask = xgr.allocate_token_bitmask(8, self.vocab_size)
@@ -281,6 +285,33 @@ class ConstraintCompiler:
         return ids
 
 
+class _JsonLexer:
+    """Whether grammar-valid JSON text so far ends inside a string (the grammar itself does not say)."""
+
+    __slots__ = ("escaped", "in_string")
+
+    def __init__(self) -> None:
+        self.in_string = False
+        self.escaped = False
+
+    def copy(self) -> _JsonLexer:
+        other = _JsonLexer()
+        other.in_string, other.escaped = self.in_string, self.escaped
+        return other
+
+    def feed(self, data: bytes) -> None:
+        for b in data:
+            if self.escaped:
+                self.escaped = False
+            elif self.in_string:
+                if b == 0x5C:
+                    self.escaped = True
+                elif b == 0x22:
+                    self.in_string = False
+            elif b == 0x22:
+                self.in_string = True
+
+
 class Constraint:
     """One request's grammar state. Call `apply` before sampling and `accept` with the sampled token."""
 
@@ -294,6 +325,7 @@ class Constraint:
         self._finished: bool | None = None
         self._plan: list[int] | None = None
         self._bitmask = xgr.allocate_token_bitmask(1, compiler.vocab_size)
+        self._lex = _JsonLexer()
 
     @property
     def vocab_size(self) -> int:
@@ -313,8 +345,19 @@ class Constraint:
             raise GenerationFailed(f"token {token_id} violates the output constraint")
         self.accepted += 1
         self._finished = None
+        if token_id not in self._compiler.stop_token_ids:
+            self._lex.feed(self._compiler.decoded_vocab[token_id])
         if self._plan:
             self._plan = self._plan[1:] if self._plan[0] == token_id else None
+
+    def accept_text(self, text: str | bytes) -> None:
+        """Advance over literal text (e.g. a prefix the caller forces); it does not count against max_tokens."""
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        if not self.matcher.accept_string(data):
+            raise GenerationFailed(f"text {data[:40]!r} violates the output constraint")
+        self._finished = None
+        self._plan = None
+        self._lex.feed(data)
 
     def is_finished(self) -> bool:
         """The grammar is done: the stop token was accepted, or the JSON is complete and only a stop token may
@@ -337,16 +380,52 @@ class Constraint:
         allowed[self._compiler._stop_ids_tensor] = False
         return not bool(allowed.any())
 
-    def forced_token(self) -> int | None:
-        """The token forced by the closing plan this step, or None when the model may still choose."""
+    def _guard_budget(self, row: torch.Tensor) -> None:
+        """Near the end of `max_tokens`, keep the document closable in the tokens left.
+
+        When the shortest completion just fits, only its next token stays; a little earlier, only those of the
+        model's top candidates after which a completion still fits (one token can open a structure that needs
+        several more to close).
+        """
         left = self.remaining()
-        if left is None or left > _CLOSE_WINDOW or self.matcher.is_terminated() or self.is_complete():
-            return None
+        if left is None or left > _CLOSE_WINDOW or self.is_complete():
+            return
         if self._plan is None:
             self._plan = self._closing_plan()
-        if self._plan and len(self._plan) >= left:
-            return self._plan[0]
-        return None
+        plan = self._plan
+        if not plan:
+            return
+        if len(plan) >= left:
+            keep = [plan[0]]
+        elif left - len(plan) <= _GUARD_SLACK:
+            keep = [plan[0], *self._safe_candidates(row, left - 1, exclude=plan[0])]
+        else:
+            return
+        values = row[keep].clone()
+        row.fill_(float("-inf"))
+        row[keep] = values.nan_to_num(neginf=0.0)
+
+    def _safe_candidates(self, row: torch.Tensor, budget: int, *, exclude: int) -> list[int]:
+        import torch
+
+        k = min(_GUARD_TOP_K, row.shape[0])
+        values, ids = torch.topk(row, k)
+        stops = self._compiler.stop_token_ids
+        safe: list[int] = []
+        for value, tid in zip(values.tolist(), ids.tolist(), strict=True):
+            if value == float("-inf"):
+                break
+            if tid == exclude or tid in stops:
+                continue
+            fork = self.matcher.fork()
+            if not fork.accept_token(tid):
+                continue
+            lex = self._lex.copy()
+            lex.feed(self._compiler.decoded_vocab[tid])
+            plan = self._plan_from(fork, lex)
+            if plan is not None and len(plan) <= budget:
+                safe.append(tid)
+        return safe
 
     def closing_text(self) -> str | None:
         """The short completion the closing plan would emit (for tests and debugging)."""
@@ -358,7 +437,9 @@ class Constraint:
 
     def _closing_plan(self) -> list[int] | None:
         """Tokens that complete the document from here, found greedily on a forked matcher."""
-        fork = self.matcher.fork()
+        return self._plan_from(self.matcher.fork(), self._lex.copy())
+
+    def _plan_from(self, fork: Any, lex: _JsonLexer) -> list[int] | None:
         comp = self._compiler
         plan: list[int] = []
         pending = b""
@@ -380,16 +461,16 @@ class Constraint:
             if forced:
                 fork.accept_string(forced)
                 pending += forced.encode("utf-8")
+                lex.feed(forced.encode("utf-8"))
                 continue
-            # A backslash is only ever valid inside a free-text string: close the string first.
-            if fork.accept_string("\\"):
-                fork.rollback(1)
-                if fork.accept_string('"'):
-                    pending += b'"'
-                    continue
+            if lex.in_string and not lex.escaped and fork.accept_string('"'):
+                pending += b'"'
+                lex.feed(b'"')
+                continue
             for cand in _CLOSE_CANDIDATES:
                 if fork.accept_string(cand):
                     pending += cand.encode()
+                    lex.feed(cand.encode())
                     break
             else:
                 # Mid-codepoint, inside an enum or a pattern: take the shortest token the grammar allows.
@@ -405,6 +486,7 @@ class Constraint:
                 if not fork.accept_token(tid):
                     return None
                 plan.append(tid)
+                lex.feed(comp.decoded_vocab[tid])
         return None
 
 
@@ -461,14 +543,10 @@ def apply_batch(logits: torch.Tensor, rows: Sequence[tuple[int, Constraint]]) ->
         logits[idx].fill_(neg_inf)
         logits[idx, comp._stop_ids_tensor] = keep
     for con, idx in zip(live, live_idx, strict=True):
-        forced = con.forced_token()
         row = logits[idx]
-        if forced is not None:
-            value = row[forced].clone()
-            row.fill_(neg_inf)
-            row[forced] = value if bool(torch.isfinite(value)) else 0.0
-        elif not bool(torch.isfinite(row.max())):
+        if not bool(torch.isfinite(row.max())):
             # Other processors (min_tokens hiding EOS, a -inf logit_bias) removed every token the grammar allows;
             # the grammar wins, uniformly over what it allows.
             allowed = comp._bits_to_bool(bitmask[idx])
             row[: allowed.shape[0]][allowed] = 0.0
+        con._guard_budget(row)

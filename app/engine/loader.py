@@ -9,7 +9,6 @@ renamed), so a crash mid-conversion never leaves a half snapshot behind.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from app.errors import InvalidRequest, ModelLoadFailed
+from app.registry.catalog import snapshot_key
 from app.registry.types import ModelSource
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,8 @@ class LoadedWeights:
 
 
 def snapshot_dir(snapshots: Path, source: ModelSource) -> Path:
-    """Stable, filesystem-safe location of a GGUF source's converted snapshot."""
-    assert source.gguf_file is not None
-    gguf = source.path / source.gguf_file
-    stat = gguf.stat()
-    digest = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source.gguf_file).stem)[:80]
-    return snapshots / f"{stem}-{digest}"
+    """Where a GGUF source's converted snapshot lives (the catalog removes it with the model)."""
+    return snapshots / snapshot_key(source)
 
 
 def ensure_snapshot(snapshots: Path, source: ModelSource) -> Path:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -161,14 +162,18 @@ class ModelManager:
 
     # ---- loading ----
     def estimate(self, resolved: ResolvedModel, quantization: str | None = None) -> int:
-        est = estimating.estimate(
-            resolved.source,
-            dtype=self.dtype,
-            quantization=quantization if quantization is not None else resolved.quantization,
-            num_ctx=self.settings.context_length,
-            parallel=self.settings.num_parallel,
-            overhead_bytes=self.settings.memory_overhead_bytes,
-        )
+        try:
+            est = estimating.estimate(
+                resolved.source,
+                dtype=self.dtype,
+                quantization=quantization if quantization is not None else resolved.quantization,
+                num_ctx=self.settings.context_length,
+                parallel=self.settings.num_parallel,
+                overhead_bytes=self.settings.memory_overhead_bytes,
+            )
+        except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+            # Corrupt files (bad config.json, truncated headers): one model's error, not a 500 for every listing.
+            raise ModelLoadFailed(f"cannot read the files of model '{resolved.requested}': {e}") from e
         return int(est.total_bytes)
 
     def free_bytes(self) -> int:

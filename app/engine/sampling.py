@@ -200,7 +200,7 @@ class RowSampler:
         return logits.float() / self.temperature if self.temperature != 1.0 else logits.float()
 
     def _truncate(self, probs: torch.Tensor) -> torch.Tensor:
-        # probs is sorted descending whenever top_p is on (see `sample`).
+        # probs is sorted descending whenever top_p is on (see `_candidates`).
         if self.top_p < 1.0:
             keep = (torch.cumsum(probs, dim=-1) - probs) < self.top_p
             keep[0] = True

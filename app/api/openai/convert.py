@@ -357,7 +357,7 @@ def to_chat_requests(req: ChatCompletionRequest, *, request_id: str = "") -> lis
         InvalidRequest: a field is invalid or not supported; `param` names it.
     """
     check_unsupported(req)
-    if req.top_logprobs is not None and not req.logprobs:
+    if req.top_logprobs and not req.logprobs:
         raise _bad("top_logprobs requires logprobs to be true", "top_logprobs")
     tools, tool_choice = to_tools(req)
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep
 from app.api.errors import openai_body
@@ -26,7 +27,22 @@ from app.engine.types import Chunk, GenerationRequest
 from app.errors import ServiceError
 from app.metrics import Metrics
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+
+class _JSONBodyRoute(APIRoute):
+    """Parses every request body as JSON whatever its Content-Type (`curl -d` sends form-encoded), as Ollama does."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+            scope = {**request.scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            return await handler(Request(scope, request.receive))
+
+        return route
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=_JSONBodyRoute)
 
 
 class _Encoder(Protocol):

@@ -77,7 +77,12 @@ class ChatCompletionMessageParam(OpenAIBaseModel):
 
 
 class SamplingFields(OpenAIBaseModel):
-    """Fields shared by both generation endpoints, including the vLLM extra sampling parameters."""
+    """Fields shared by both generation endpoints.
+
+    Beyond OpenAI's fields, the vLLM extras top_k (-1 or 0 disables), min_p, typical_p, repetition_penalty,
+    min_tokens, ignore_eos and guided_json (a JSON schema, like response_format json_schema) are implemented.
+    Absent temperature/top_p stay unset: OpenAI's default of 1.0 is not forced, so alias presets apply.
+    """
 
     model: str
     temperature: float | None = Field(None, ge=0, le=2)

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.engine.fake import FakeEngine
 from app.engine.types import Chunk, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage
+from app.errors import Overloaded
 
 MODEL = "smollm2:135m"
 HI = [{"role": "user", "content": "hi"}]
@@ -141,7 +142,7 @@ def test_max_completion_tokens_wins(client: TestClient, fake_engine: FakeEngine)
         ("logit_bias", {"12": 101}, "logit_bias.12"),
         ("logit_bias", {"x": 1}, "logit_bias"),
         ("top_logprobs", 21, "top_logprobs"),
-        ("top_logprobs", 2, "top_logprobs"),  # without logprobs
+        ("top_logprobs", 2, "top_logprobs"),  # without logprobs (0 is harmless and accepted)
         ("stop", ["s"] * 17, "stop"),
         ("stop", [""], "stop"),
         ("response_format", {"type": "xml"}, "response_format.type"),
@@ -221,6 +222,14 @@ def test_missing_model_and_bad_json_are_400(client: TestClient) -> None:
     assert_openai_error(client.post("/v1/chat/completions", json={"messages": HI}), 400, "model")
     r = client.post("/v1/chat/completions", content=b"{oops", headers={"content-type": "application/json"})
     assert_openai_error(r, 400)
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_any_content_type_is_parsed_as_json(client: TestClient, content_type: str | None) -> None:
+    raw = json.dumps({"model": MODEL, "messages": HI}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    r = client.post("/v1/chat/completions", content=raw, headers=headers)
+    assert r.status_code == 200, r.text
 
 
 def test_unknown_model_is_404_openai_shape(client: TestClient) -> None:
@@ -458,3 +467,28 @@ def test_logprobs_not_requested_are_null(client_for: Any, scripted: Any) -> None
     body = chat(client_for(engine)).json()
     assert body["choices"][0]["logprobs"] is None
     assert engine.requests[0].sampling.logprobs is None
+
+
+class OverloadedOnSecondStart(FakeEngine):
+    """Admits the first choice, then reports a full queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streams: list[Any] = []
+
+    async def start(self, req: Any) -> Any:
+        if self.streams:
+            raise Overloaded("server busy, please try again")
+        stream = await super().start(req)
+        self.streams.append(stream)
+        return stream
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_failed_start_of_a_later_choice_closes_the_earlier_ones(client_for: Any, stream: bool) -> None:
+    engine = OverloadedOnSecondStart()
+    r = chat(client_for(engine), n=2, stream=stream)
+    err = assert_openai_error(r, 503)
+    assert err["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    (first,) = engine.streams
+    assert first.ag_frame is None  # closed, so the engine releases its slot

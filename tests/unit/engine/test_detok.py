@@ -9,7 +9,6 @@ import pytest
 
 from app.engine.detok import IncrementalDetokenizer
 
-SNAP = Path("/tmp/hl/snap")
 TEXTS = [
     "Hello, world!",
     "Café crème, naïve façade, Ærøskøbing",
@@ -21,12 +20,10 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def smollm() -> Any:
-    if not (SNAP / "tokenizer.json").exists():
-        pytest.skip("SmolLM2 snapshot not available")
+def smollm(embedded_snapshot: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(SNAP))
+    return AutoTokenizer.from_pretrained(str(embedded_snapshot))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +42,9 @@ def sentencepiece_like() -> Any:
     tok.decoder = decoders.Sequence(
         [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 def stream(tokenizer: Any, ids: list[int], skip: bool = True) -> tuple[list[str], IncrementalDetokenizer]:

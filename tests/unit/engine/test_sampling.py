@@ -317,7 +317,8 @@ def test_min_tokens_yields_when_only_eos_is_allowed() -> None:
     # a grammar that only allows eos wins over min_tokens: banning it would leave nothing to sample
     only_eos = torch.full((V,), -math.inf)
     only_eos[EOS] = 0.0
-    for kw in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 0}):
+    kws: list[dict[str, Any]] = [{"temperature": 0.0}, {"temperature": 1.0, "seed": 0}]
+    for kw in kws:
         s = make(min_tokens=3, **kw)
         assert s.sample(s.process(only_eos.clone(), [])) == EOS
 

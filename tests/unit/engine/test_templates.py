@@ -12,7 +12,6 @@ from app.engine.templates import PromptRenderer
 from app.engine.types import Message, ToolCall
 from app.errors import InvalidRequest
 
-SNAP = Path("/tmp/hl/snap")
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
 
 # A template that shows everything message_to_dict produces (and so supports tools natively). Newlines are
@@ -20,19 +19,18 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 DEBUG_TEMPLATE = (
     "{% if tools %}TOOLS={{ tools | map(attribute='function.name') | join(',') }}{{ '\\n' }}{% endif %}"
     "{% for m in messages %}{{ m.role }}:{{ m.content }}"
-    "{% for c in m.tool_calls or [] %}[{{ c.id }} {{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor %}"
+    "{% for c in m.tool_calls or [] %}"
+    "[{{ c.id }} {{ c.function.name }} {{ c.function.arguments | tojson }}]{% endfor %}"
     "{% if m.tool_call_id %}<{{ m.tool_call_id }} {{ m.name }}>{% endif %}{{ '\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 
 
 @pytest.fixture(scope="module")
-def tok() -> Any:
-    if not (SNAP / "tokenizer.json").exists():
-        pytest.skip("SmolLM2 snapshot not available")
+def tok(embedded_snapshot: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(SNAP))
+    return AutoTokenizer.from_pretrained(str(embedded_snapshot))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +48,7 @@ def fim_tok() -> Any:
     words += ["def", "f", "(", ")", ":", "return", "x", "hello"]
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")  # type: ignore[no-untyped-call]
     fast.add_special_tokens({"additional_special_tokens": words[1:6]})
     return fast
 

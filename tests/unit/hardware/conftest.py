@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,9 +84,6 @@ def embedded_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
-def hf_model_snapshot() -> Path:
-    """A converted HF snapshot of the embedded model (config + safetensors); the lead's shared fixture replaces this."""
-    value = os.environ.get("HL_TEST_SNAPSHOT")
-    if not value or not (Path(value) / "config.json").is_file():
-        pytest.skip("HL_TEST_SNAPSHOT is not set to a converted snapshot directory")
-    return Path(value)
+def hf_model_snapshot(embedded_snapshot: Path) -> Path:
+    """A converted HF snapshot of the embedded model (config + safetensors)."""
+    return embedded_snapshot
