@@ -304,9 +304,8 @@ class ChatSession:
             self.out.write("\n")
             self.err.write(f"error: {exc.message}\n")
             self.err.flush()
-        if interactive:
-            self.out.write("\n")
-            self.out.flush()
+        self.out.write("\n")
+        self.out.flush()
 
 
 def prompt_lines(prompt: str, out: TextIO) -> Iterator[str]:

@@ -71,6 +71,7 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self._thread.is_alive():
+                self._sock.close()
                 raise CliError("the embedded server failed to start (see the log lines above)")
             if time.monotonic() > deadline:
                 self.stop()

