@@ -10,7 +10,7 @@ from uvicorn_worker import UvicornWorker
 from app.server import DrainingServer
 
 
-class DrainingWorker(UvicornWorker):
+class DrainingWorker(UvicornWorker):  # type: ignore[misc]
     """On SIGTERM, /readyz turns 503 and new requests get 503 while in-flight streams finish; then it exits."""
 
     async def _serve(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
+import sys
 import time
 from typing import Any
 
@@ -49,6 +51,12 @@ def configure_logging(settings: Settings) -> None:
     handler.addFilter(_RequestIdFilter())
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
+        # tqdm bars (transformers' "Loading weights") write raw text to stderr: keep the log JSON-only.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        for module, off in (("huggingface_hub.utils", "disable_progress_bars"),
+                            ("transformers.utils.logging", "disable_progress_bar")):
+            if module in sys.modules:
+                getattr(sys.modules[module], off)()
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root.addHandler(handler)

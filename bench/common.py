@@ -144,13 +144,16 @@ def start_transformers(snapshot: Path, threads: int, log_dir: Path, *, continuou
 
 
 def find_snapshot(snapshots: Path) -> Path | None:
-    """The converted snapshot of the embedded GGUF (<stem>-<digest>/ with weights), if one exists."""
+    """The converted snapshot of the embedded GGUF (<stem>-<digest>/ with weights), if one exists; the newest
+    one when a loader change left older digests behind (our server has just written or read it)."""
     if not snapshots.is_dir():
         return None
-    for d in sorted(snapshots.glob("SmolLM2-135M-Instruct*")):
-        if (d / "config.json").is_file() and any(d.glob("*.safetensors")):
-            return d
-    return None
+    found = [
+        d
+        for d in snapshots.glob("SmolLM2-135M-Instruct*")
+        if (d / "config.json").is_file() and any(d.glob("*.safetensors"))
+    ]
+    return max(found, key=lambda d: d.stat().st_mtime) if found else None
 
 
 def ensure_snapshot(snapshots: Path, threads: int, log_dir: Path) -> Path:

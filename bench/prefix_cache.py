@@ -23,10 +23,10 @@ _WORDS = (
 
 
 def conversation(seed: int, target_tokens: int) -> list[dict[str, str]]:
-    """A deterministic multi-turn conversation of roughly `target_tokens` tokens (about 1.3 tokens a word),
+    """A deterministic multi-turn conversation of roughly `target_tokens` tokens (about 1.12 tokens a word with this template),
     ending with a user message; `seed` makes its text (hence its KV) unique."""
     rng = random.Random(seed)
-    words_needed = int(target_tokens / 1.3)
+    words_needed = int(target_tokens / 1.12)
     msgs: list[dict[str, str]] = [
         {"role": "system", "content": f"You are a careful assistant for project {seed}. Answer briefly."}
     ]

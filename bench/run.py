@@ -329,15 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             "load_avg_start": common.load_average(),
         }
     }
-    snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)
-    results["meta"]["snapshot"] = str(snapshot)
-    if args.only != "ours":
-        results["generate"] = run_generate_baseline(
-            snapshot, levels, args.max_tokens, args.threads, 1 if args.quick else 2
-        )
+    # Ours first: its start converts the GGUF if needed, and the baselines then read that very snapshot.
     if args.only != "baselines":
         results["ours"] = run_ours(args, levels, log_dir)
     if args.only != "ours":
+        snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)
+        results["meta"]["snapshot"] = str(snapshot)
+        reps = 1 if args.quick else 2
+        results["generate"] = run_generate_baseline(snapshot, levels, args.max_tokens, args.threads, reps)
         if not args.no_serve:
             results["transformers"] = run_transformers(args, snapshot, levels, log_dir, cb=False)
         if not args.no_cb:

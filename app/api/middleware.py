@@ -10,6 +10,7 @@ import logging
 import re
 import time
 import uuid
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

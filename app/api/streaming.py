@@ -45,6 +45,14 @@ def encode_sse(obj: BaseModel | dict[str, Any]) -> str:
     return f"data: {dump(obj)}\n\n"
 
 
+async def aclose_quietly(stream: Any) -> None:
+    """Close an async iterator if it can be closed; a failure while closing is not the caller's problem."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
 async def guarded_stream(
     source: AsyncIterator[str],
     on_error: Callable[[ServiceError], str],
@@ -64,7 +72,7 @@ async def guarded_stream(
         if metrics is not None:
             metrics.disconnects.inc()
         raise
-    except Exception as e:  # noqa: BLE001 - every failure must end as one in-band event
+    except Exception as e:  # every failure must end as one in-band event
         err = e if isinstance(e, ServiceError) else ServiceError(f"generation failed: {e}")
         if not isinstance(e, ServiceError):
             log.exception("stream failed")
@@ -78,10 +86,7 @@ async def guarded_stream(
         if closing is not None:
             yield closing
     finally:
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        await aclose_quietly(source)
 
 
 def stream_response(body: AsyncIterator[str], media_type: str) -> StreamingResponse:

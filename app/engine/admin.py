@@ -14,7 +14,8 @@ from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.hardware import planning
 
 if TYPE_CHECKING:
-    from app.engine.hf import TransformersEngine
+    from app.engine.manager import ModelManager
+    from app.registry.catalog_base import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,13 @@ def validate_options(options: dict[str, Any]) -> SamplingParams:
 class ModelAdminMixin:
     """Mixed into TransformersEngine; kept apart so hf.py stays about generation."""
 
-    def available(self: TransformersEngine) -> list[dict[str, Any]]:
+    manager: ModelManager
+    catalog: Catalog
+    model_configs: dict[str, dict[str, Any]]
+
+    def available(self) -> list[dict[str, Any]]:
         free = self.manager.free_bytes()
-        out = []
+        out: list[dict[str, Any]] = []
         for entry in self.catalog.list_models():
             try:
                 resolved = self.catalog.resolve(entry.name)
@@ -75,7 +80,7 @@ class ModelAdminMixin:
             )
         return out
 
-    def statuses(self: TransformersEngine) -> list[dict[str, Any]]:
+    def statuses(self) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for key, st in self.manager.status.items():
             out[key] = {
@@ -107,7 +112,7 @@ class ModelAdminMixin:
         return list(out.values())
 
     async def begin_load(
-        self: TransformersEngine, model: str, *, device: str | None, quantization: str | None
+        self, model: str, *, device: str | None, quantization: str | None
     ) -> dict[str, Any]:
         resolved = self.catalog.resolve(model)
         if device not in (None, "auto", self.manager.device):
@@ -137,13 +142,13 @@ class ModelAdminMixin:
         state = "loaded" if self.manager.find(key) else (st.state if st else "loading")
         return {"model": model, "state": state, "quantization": resolved.quantization, "requested_at": time.time()}
 
-    def get_config(self: TransformersEngine, model: str) -> dict[str, Any]:
+    def get_config(self, model: str) -> dict[str, Any]:
         resolved = self.catalog.resolve(model)
         if resolved.alias is not None:
             return {"model": model, "alias": True, "options": dict(resolved.alias.options)}
         return {"model": model, "alias": False, "options": dict(self.model_configs.get(resolved.base_name, {}))}
 
-    def put_config(self: TransformersEngine, model: str, options: dict[str, Any]) -> dict[str, Any]:
+    def put_config(self, model: str, options: dict[str, Any]) -> dict[str, Any]:
         resolved = self.catalog.resolve(model)
         validate_options(options)
         if resolved.alias is not None:

@@ -149,7 +149,7 @@ class TransformersEngine(ModelAdminMixin):
                 constraint = compiler.constraint(ConstraintSpec(kind="tool_call", schema=schema))
             elif fmt is not None:
                 compiler = res.constraint_compiler()
-                spec = ConstraintSpec(kind="json") if fmt == "json" else ConstraintSpec(kind="schema", schema=fmt)
+                spec = ConstraintSpec(kind="schema", schema=fmt) if isinstance(fmt, dict) else ConstraintSpec(kind="json")
                 constraint = compiler.constraint(spec)
             queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()

@@ -62,7 +62,7 @@ def ensure_snapshot(snapshots: Path, source: ModelSource) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
         model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype=torch.float32)
         # The GGUF quantizer marks the model as non-serialisable although its weights are already dequantised.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         tokenizer.save_pretrained(tmp)
@@ -87,9 +87,9 @@ def quantization_config(quantization: str | None, dtype: torch.dtype) -> BitsAnd
     if quantization is None:
         return None
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True)  # type: ignore[no-untyped-call]
     if quantization == "4bit":
-        return BitsAndBytesConfig(
+        return BitsAndBytesConfig(  # type: ignore[no-untyped-call]
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
@@ -123,8 +123,8 @@ def load(
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if qconfig is None and device_map is None and device != "cpu":
-            model = model.to(device)
-        model.eval()
+            model = model.to(device)  # type: ignore[arg-type]
+        model.eval()  # type: ignore[no-untyped-call]
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e
     return LoadedWeights(
@@ -134,7 +134,7 @@ def load(
         dtype=dtype,
         quantization=quantization,
         load_seconds=time.perf_counter() - started,
-        footprint_bytes=int(model.get_memory_footprint()),
+        footprint_bytes=int(model.get_memory_footprint()),  # type: ignore[no-untyped-call]
         snapshot=path,
     )
 

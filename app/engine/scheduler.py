@@ -385,7 +385,7 @@ class BatchScheduler:
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
 
 
 def _lpad(t: torch.Tensor, width: int) -> torch.Tensor:

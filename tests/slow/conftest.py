@@ -77,7 +77,7 @@ def start_server(
     )
     env.update(env_extra or {})
     log_path = home / "server.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - closed by the child's exit
+    log = open(log_path, "ab")
     proc = subprocess.Popen(
         [str(HUGLLAMA), "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

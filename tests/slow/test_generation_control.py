@@ -376,7 +376,7 @@ def test_generate_trimming_keeps_num_keep_tokens(http: httpx.Client) -> None:
 def test_truncate_false_refuses_an_over_long_prompt(http: httpx.Client) -> None:
     history = _long_history()
     long_prompt = " ".join(f"word{i}" for i in range(400))
-    cases = [
+    cases: list[tuple[str, dict[str, Any]]] = [
         ("/api/chat", {"messages": [*history, *Q]}),
         ("/api/generate", {"prompt": long_prompt}),
     ]

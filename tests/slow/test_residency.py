@@ -18,7 +18,7 @@ import pytest
 
 from app.hardware import estimate as estimating
 from app.registry.types import ModelSource
-from tests.slow.conftest import ServerProcess, start_server
+from tests.slow.conftest import start_server
 
 pytestmark = pytest.mark.slow
 

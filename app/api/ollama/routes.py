@@ -18,8 +18,8 @@ from pydantic import BaseModel
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
 from app.api.errors import parse_json_body
-from app.api.ollama import convert, schemas
-from app.api.streaming import NDJSON, encode_ndjson, guarded_stream, stream_response, until_disconnect
+from app.api.ollama import convert, responses, schemas
+from app.api.streaming import NDJSON, aclose_quietly, encode_ndjson, guarded_stream, stream_response, until_disconnect
 from app.engine.types import Chunk, GenerationRequest
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.metrics import Metrics
@@ -57,7 +57,7 @@ def _not_supported(message: str) -> Response:
 # --- generation -------------------------------------------------------------------------------------------------
 
 
-async def _lines(chunks: AsyncIterator[Chunk], builder: convert.ResponseBuilder) -> AsyncIterator[str]:
+async def _lines(chunks: AsyncIterator[Chunk], builder: responses.ResponseBuilder) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             for obj in builder.feed(chunk):
@@ -65,29 +65,22 @@ async def _lines(chunks: AsyncIterator[Chunk], builder: convert.ResponseBuilder)
         for obj in builder.close():
             yield encode_ndjson(obj)
     finally:
-        await _aclose(chunks)
+        await aclose_quietly(chunks)
 
 
-async def _fold(chunks: AsyncIterator[Chunk], builder: convert.ResponseBuilder) -> convert.Response:
+async def _fold(chunks: AsyncIterator[Chunk], builder: responses.ResponseBuilder) -> responses.Response:
     try:
         async for chunk in chunks:
             builder.feed(chunk)
         builder.close()
         return builder.fold()
     finally:
-        await _aclose(chunks)
-
-
-async def _aclose(it: Any) -> None:
-    aclose = getattr(it, "aclose", None)
-    if aclose is not None:
-        with contextlib.suppress(Exception):
-            await aclose()
+        await aclose_quietly(chunks)
 
 
 async def _generation(
     request: Request,
-    kind: convert.Kind,
+    kind: responses.Kind,
     model: str,
     gen: GenerationRequest,
     stream: bool,
@@ -100,9 +93,9 @@ async def _generation(
     elif action == "load":
         await engine.load(model, keep_alive=gen.keep_alive)
     if action is not None:  # a single object even when streaming, like Ollama (Open WebUI reads it with .json())
-        return _json(convert.load_response(kind, model, action, time.time_ns()))
+        return _json(responses.load_response(kind, model, action, time.time_ns()))
     chunks = await engine.start(gen)
-    builder = convert.ResponseBuilder(kind, model, raw=gen.raw)
+    builder = responses.ResponseBuilder(kind, model, raw=gen.raw)
     if stream:
         return stream_response(guarded_stream(_lines(chunks, builder), _error_line, metrics=metrics), NDJSON)
     return _json(await until_disconnect(request, _fold(chunks, builder), metrics))
@@ -144,13 +137,13 @@ async def embed() -> Response:
 @router.api_route("/tags", methods=["GET", "HEAD"])
 async def tags(catalog: CatalogDep) -> Response:
     """Local models and aliases, newest first."""
-    return _json(convert.to_list_response(catalog.list_models()))
+    return _json(responses.to_list_response(catalog.list_models()))
 
 
 @router.get("/ps")
 async def ps(engine: EngineDep) -> Response:
     """Resident models."""
-    return _json(convert.to_ps_response(engine.running(), time.time()))
+    return _json(responses.to_ps_response(engine.running(), time.time()))
 
 
 @router.post("/show")
@@ -159,7 +152,7 @@ async def show(request: Request, catalog: CatalogDep) -> Response:
     req = await _body(request, schemas.ModelRequest)
     if not req.target:
         raise InvalidRequest("model is required", param="model")
-    return _json(convert.to_show_response(catalog.show(req.target), verbose=bool(req.verbose)))
+    return _json(responses.to_show_response(catalog.show(req.target), verbose=bool(req.verbose)))
 
 
 @router.post("/create")
@@ -262,7 +255,7 @@ async def _events(source: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[s
         log.warning("pull failed: %s", e)
         raise ServiceError(f"pull failed: {e}") from e
     finally:
-        await _aclose(source)
+        await aclose_quietly(source)
 
 
 async def _last_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -271,7 +264,7 @@ async def _last_event(events: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
         async for event in events:
             last = event
     finally:
-        await _aclose(events)
+        await aclose_quietly(events)
     return last
 
 
@@ -293,7 +286,7 @@ async def _chain(head: list[dict[str, Any]], events: AsyncIterator[dict[str, Any
         async for event in events:
             yield encode_ndjson(event)
     finally:
-        await _aclose(events)
+        await aclose_quietly(events)
 
 
 @router.post("/pull")
@@ -311,7 +304,7 @@ async def pull(request: Request, settings: SettingsDep, metrics: MetricsDep) -> 
     try:
         head = await until_disconnect(request, _head(events), metrics)
     except BaseException:
-        await _aclose(events)
+        await aclose_quietly(events)
         raise
     return stream_response(guarded_stream(_chain(head, events), _error_line, metrics=metrics), NDJSON)
 

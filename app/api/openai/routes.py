@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep
 from app.api.errors import openai_body
-from app.api.openai import convert
+from app.api.openai import choices, convert, responses
 from app.api.openai.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -21,7 +21,15 @@ from app.api.openai.schemas import (
     Model,
     ModelList,
 )
-from app.api.streaming import SSE, SSE_DONE, encode_sse, guarded_stream, stream_response, until_disconnect
+from app.api.streaming import (
+    SSE,
+    SSE_DONE,
+    aclose_quietly,
+    encode_sse,
+    guarded_stream,
+    stream_response,
+    until_disconnect,
+)
 from app.engine.base import Engine
 from app.engine.types import Chunk, GenerationRequest
 from app.errors import ServiceError
@@ -67,7 +75,7 @@ async def start_all(engine: Engine, requests: Sequence[GenerationRequest]) -> li
             streams.append(await engine.start(req))
     except BaseException:
         for stream in streams:
-            await convert.aclose_quietly(stream)
+            await aclose_quietly(stream)
         raise
     return streams
 
@@ -75,7 +83,7 @@ async def start_all(engine: Engine, requests: Sequence[GenerationRequest]) -> li
 async def sse_events(encoder: _Encoder, streams: Sequence[AsyncIterator[Chunk]]) -> AsyncIterator[str]:
     for body in encoder.start():
         yield encode_sse(body)
-    async with contextlib.aclosing(convert.merge(streams)) as merged:
+    async with contextlib.aclosing(choices.merge(streams)) as merged:
         async for index, chunk in merged:
             for body in encoder.feed(index, chunk):
                 yield encode_sse(body)
@@ -95,11 +103,11 @@ async def create_chat_completion(
     """Create a chat completion (SSE chunks when `stream` is true)."""
     requests = convert.to_chat_requests(body, request_id=_request_id(request))
     streams = await start_all(engine, requests)
-    ids = convert.ResponseIds.new("chatcmpl", body.model)
+    ids = responses.ResponseIds.new("chatcmpl", body.model)
     if body.stream:
-        return _sse(convert.ChatStream(body, ids, len(streams)), streams, metrics)
-    results = await until_disconnect(request, convert.collect(streams), metrics)
-    return JSONResponse(convert.to_chat_response(body, results, ids))
+        return _sse(responses.ChatStream(body, ids, len(streams)), streams, metrics)
+    results = await until_disconnect(request, choices.collect(streams), metrics)
+    return JSONResponse(responses.to_chat_response(body, results, ids))
 
 
 @router.post("/completions", response_model=CompletionResponse)
@@ -110,24 +118,24 @@ async def create_completion(
     requests = convert.to_completion_requests(body, request_id=_request_id(request))
     prompts = convert.to_prompts(body.prompt)
     streams = await start_all(engine, requests)
-    ids = convert.ResponseIds.new("cmpl", body.model)
+    ids = responses.ResponseIds.new("cmpl", body.model)
     if body.stream:
-        return _sse(convert.CompletionStream(body, prompts, ids), streams, metrics)
-    results = await until_disconnect(request, convert.collect(streams), metrics)
-    return JSONResponse(convert.to_completion_response(body, prompts, results, ids))
+        return _sse(responses.CompletionStream(body, prompts, ids), streams, metrics)
+    results = await until_disconnect(request, choices.collect(streams), metrics)
+    return JSONResponse(responses.to_completion_response(body, prompts, results, ids))
 
 
 @router.get("/models", response_model=ModelList)
 def list_models(catalog: CatalogDep) -> Response:
     """List the servable models and aliases."""
-    return JSONResponse(convert.to_model_list(catalog.list_models()))
+    return JSONResponse(responses.to_model_list(catalog.list_models()))
 
 
 @router.get("/models/{model:path}", response_model=Model)
 def retrieve_model(model: str, catalog: CatalogDep) -> Response:
     """Describe one model (404 when unknown); HF ids may contain '/'."""
-    entry = convert.find_model(catalog.list_models(), model)
+    entry = responses.find_model(catalog.list_models(), model)
     if entry is not None:
-        return JSONResponse(convert.wire(convert.to_model(entry)))
+        return JSONResponse(responses.wire(responses.to_model(entry)))
     catalog.resolve(model)  # raises ModelNotFound (404) or InvalidRequest (400)
-    return JSONResponse(convert.wire(Model(id=model, object="model", created=0, owned_by=convert.owner(model))))
+    return JSONResponse(responses.wire(Model(id=model, object="model", created=0, owned_by=responses.owner(model))))

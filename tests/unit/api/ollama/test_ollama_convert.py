@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.api.ollama import convert, schemas
+from app.api.ollama import convert, responses, schemas, times
 from app.engine.types import Chunk, FinishReason, RunningModel, Timings, TokenLogprob, ToolCall, TopLogprob, Usage
 from app.errors import InvalidRequest
 from app.registry.types import Alias, ModelEntry
@@ -20,25 +20,25 @@ IST = timezone(timedelta(hours=5, minutes=30))
 
 def test_utc_timestamp_is_rfc3339nano_with_trimmed_zeros() -> None:
     base = int(datetime(2024, 7, 22, 20, 47, 51, tzinfo=UTC).timestamp()) * 1_000_000_000
-    assert convert.utc_timestamp(base + 147_561_000) == "2024-07-22T20:47:51.147561Z"
-    assert convert.utc_timestamp(base + 147_561_123) == "2024-07-22T20:47:51.147561123Z"
-    assert convert.utc_timestamp(base + 100_000_000) == "2024-07-22T20:47:51.1Z"
-    assert convert.utc_timestamp(base) == "2024-07-22T20:47:51Z"
+    assert times.utc_timestamp(base + 147_561_000) == "2024-07-22T20:47:51.147561Z"
+    assert times.utc_timestamp(base + 147_561_123) == "2024-07-22T20:47:51.147561123Z"
+    assert times.utc_timestamp(base + 100_000_000) == "2024-07-22T20:47:51.1Z"
+    assert times.utc_timestamp(base) == "2024-07-22T20:47:51Z"
 
 
 def test_local_timestamp_has_the_offset() -> None:
     epoch = datetime(2025, 5, 10, 15, 6, 48, 639712, tzinfo=UTC).timestamp()
-    assert convert.local_timestamp(epoch, PDT) == "2025-05-10T08:06:48.639712-07:00"
-    assert convert.local_timestamp(epoch, IST) == "2025-05-10T20:36:48.639712+05:30"
+    assert times.local_timestamp(epoch, PDT) == "2025-05-10T08:06:48.639712-07:00"
+    assert times.local_timestamp(epoch, IST) == "2025-05-10T20:36:48.639712+05:30"
     # UTC as an explicit offset: datetime.fromisoformat before 3.11 (Open WebUI) rejects "Z"
-    assert convert.local_timestamp(epoch, UTC).endswith("+00:00")
-    parsed = datetime.fromisoformat(convert.local_timestamp(epoch))
+    assert times.local_timestamp(epoch, UTC).endswith("+00:00")
+    parsed = datetime.fromisoformat(times.local_timestamp(epoch))
     assert parsed.utcoffset() is not None and abs(parsed.timestamp() - epoch) < 1e-5
 
 
 def test_far_future_is_centuries_ahead_and_parseable() -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
-    text = convert.far_future(now, PDT)
+    text = times.far_future(now, PDT)
     parsed = datetime.fromisoformat(text)
     assert parsed.year > 2300 and text.endswith("-07:00")
 
@@ -63,7 +63,7 @@ def test_far_future_is_centuries_ahead_and_parseable() -> None:
     ],
 )
 def test_go_durations(text: str, seconds: float) -> None:
-    assert convert.parse_go_duration(text) == pytest.approx(seconds)
+    assert times.parse_go_duration(text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_go_durations(text: str, seconds: float) -> None:
 )
 def test_go_duration_errors(text: str, message: str) -> None:
     with pytest.raises(ValueError) as e:
-        convert.parse_go_duration(text)
+        times.parse_go_duration(text)
     assert str(e.value) == message
 
 
@@ -98,7 +98,7 @@ def test_go_duration_errors(text: str, message: str) -> None:
     ],
 )
 def test_keep_alive(value: Any, seconds: float | None) -> None:
-    assert convert.parse_keep_alive(value) == seconds
+    assert times.parse_keep_alive(value) == seconds
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_keep_alive(value: Any, seconds: float | None) -> None:
 )
 def test_keep_alive_errors(value: Any, message: str) -> None:
     with pytest.raises(InvalidRequest) as e:
-        convert.parse_keep_alive(value)
+        times.parse_keep_alive(value)
     assert e.value.message == message and e.value.param == "keep_alive"
 
 
@@ -298,8 +298,8 @@ FINAL = Chunk(
 )
 
 
-def _builder(kind: convert.Kind, **kw: Any) -> convert.ResponseBuilder:
-    return convert.ResponseBuilder(kind, "Smol", wall_ns=lambda: 1_700_000_000_123_000_000, clock_ns=lambda: 0, **kw)
+def _builder(kind: responses.Kind, **kw: Any) -> responses.ResponseBuilder:
+    return responses.ResponseBuilder(kind, "Smol", wall_ns=lambda: 1_700_000_000_123_000_000, clock_ns=lambda: 0, **kw)
 
 
 def _dump(objs: list[Any]) -> list[dict[str, Any]]:
@@ -334,7 +334,7 @@ def test_final_chunk_text_goes_in_the_done_line() -> None:
 
 def test_metrics_always_present_even_without_engine_timings() -> None:
     ticks = iter([0, 5_000])
-    b = convert.ResponseBuilder("chat", "m", clock_ns=lambda: next(ticks))
+    b = responses.ResponseBuilder("chat", "m", clock_ns=lambda: next(ticks))
     (last,) = _dump(b.feed(Chunk(finish_reason=FinishReason.STOP)))
     for key in ("load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
         assert last[key] == 0
@@ -409,13 +409,13 @@ def test_close_synthesises_a_done_line() -> None:
 
 
 def test_done_reasons() -> None:
-    assert convert.done_reason(FinishReason.STOP) == "stop"
-    assert convert.done_reason(FinishReason.TOOL_CALLS) == "stop"
-    assert convert.done_reason(FinishReason.LENGTH) == "length"
+    assert responses.done_reason(FinishReason.STOP) == "stop"
+    assert responses.done_reason(FinishReason.TOOL_CALLS) == "stop"
+    assert responses.done_reason(FinishReason.LENGTH) == "length"
 
 
 def test_load_responses() -> None:
-    g = convert.load_response("generate", "m", "load", 0).model_dump(exclude_none=True)
+    g = responses.load_response("generate", "m", "load", 0).model_dump(exclude_none=True)
     assert g == {
         "model": "m",
         "created_at": "1970-01-01T00:00:00Z",
@@ -423,7 +423,7 @@ def test_load_responses() -> None:
         "done": True,
         "done_reason": "load",
     }
-    c = convert.load_response("chat", "m", "unload", 0).model_dump(exclude_none=True)
+    c = responses.load_response("chat", "m", "unload", 0).model_dump(exclude_none=True)
     assert c["message"] == {"role": "assistant", "content": ""} and c["done_reason"] == "unload"
 
 
@@ -445,7 +445,7 @@ def _entry(name: str, modified: float, **kw: Any) -> ModelEntry:
 
 
 def test_list_response() -> None:
-    out = convert.to_list_response(
+    out = responses.to_list_response(
         [_entry("old", 1000.0), _entry("org/new:q8", 2000.0, is_alias=True, base="smollm2:135m")], PDT
     ).model_dump()
     assert [m["name"] for m in out["models"]] == ["org/new:q8", "old:latest"]
@@ -479,7 +479,7 @@ def _running(name: str, expires: float | None) -> RunningModel:
 
 def test_ps_response() -> None:
     now = datetime(2025, 1, 1, tzinfo=UTC).timestamp()
-    out = convert.to_ps_response([_running("a", now + 60), _running("b:1b", None)], now, PDT).model_dump()
+    out = responses.to_ps_response([_running("a", now + 60), _running("b:1b", None)], now, PDT).model_dump()
     names = [m["name"] for m in out["models"]]
     assert names == ["b:1b", "a:latest"]  # forever sorts first (expires_at descending)
     forever, soon = out["models"]
@@ -510,18 +510,18 @@ def test_show_response() -> None:
         "license": ["MIT", "Apache"],
         "messages": [{"role": "user", "content": "hi"}],
     }
-    out = convert.to_show_response(facts, tz=PDT).model_dump(exclude_none=True)
+    out = responses.to_show_response(facts, tz=PDT).model_dump(exclude_none=True)
     assert out["model_info"] == {"general.architecture": "llama", "tokenizer.ggml.tokens": []}
     assert out["parameters"].splitlines() == [f'{"stop":<30} "a"', f'{"stop":<30} "b"', f"{'temperature':<30} 0.5"]
     assert out["license"] == "MIT\nApache" and "system" not in out
     assert out["modified_at"].endswith("-07:00") and out["details"]["family"] == "llama"
     assert out["messages"] == [{"role": "user", "content": "hi"}]
-    verbose = convert.to_show_response(facts, verbose=True).model_dump()
+    verbose = responses.to_show_response(facts, verbose=True).model_dump()
     assert verbose["model_info"]["tokenizer.ggml.tokens"] == list(range(10))
 
 
 def test_show_always_has_model_info() -> None:
-    out = convert.to_show_response({"template": "", "parameters": ""}).model_dump(exclude_none=True)
+    out = responses.to_show_response({"template": "", "parameters": ""}).model_dump(exclude_none=True)
     assert out["model_info"] == {} and "details" in out
 
 
@@ -594,7 +594,7 @@ def test_to_alias_errors(body: dict[str, Any], message: str) -> None:
 
 
 def test_display_name() -> None:
-    assert convert.display_name("smollm2") == "smollm2:latest"
-    assert convert.display_name("smollm2:135m") == "smollm2:135m"
-    assert convert.display_name("org/repo") == "org/repo:latest"
-    assert convert.display_name("host:5000/org/repo") == "host:5000/org/repo:latest"
+    assert responses.display_name("smollm2") == "smollm2:latest"
+    assert responses.display_name("smollm2:135m") == "smollm2:135m"
+    assert responses.display_name("org/repo") == "org/repo:latest"
+    assert responses.display_name("host:5000/org/repo") == "host:5000/org/repo:latest"

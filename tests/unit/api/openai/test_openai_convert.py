@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app.api.openai import convert
+from app.api.openai import choices, convert, responses
 from app.api.openai.schemas import ChatCompletionRequest, CompletionRequest, ResponseFormat
 from app.engine.types import Chunk, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage
 from app.errors import GenerationFailed, InvalidRequest
@@ -206,7 +206,7 @@ def test_bad_prompts(prompt: Any) -> None:
 
 def test_usage_counts_each_prompt_once() -> None:
     usages = [Usage(5, 2, 1), Usage(5, 3, 1), Usage(9, 4, 0), None]
-    u = convert.to_usage(usages, 2)
+    u = responses.to_usage(usages, 2)
     assert (u.prompt_tokens, u.completion_tokens, u.total_tokens) == (14, 9, 23)
     assert u.prompt_tokens_details is not None and u.prompt_tokens_details.cached_tokens == 1
 
@@ -224,16 +224,16 @@ def test_usage_counts_each_prompt_once() -> None:
     ],
 )
 def test_finish_reason(reason: FinishReason | None, tools: bool, legacy: bool, expected: str) -> None:
-    assert convert.finish_reason(reason, tool_calls=tools, legacy=legacy) == expected
+    assert responses.finish_reason(reason, tool_calls=tools, legacy=legacy) == expected
 
 
 def test_chat_response_with_text_and_calls() -> None:
-    r = convert.ChoiceResult()
+    r = choices.ChoiceResult()
     r.add(Chunk(text="Let me check."))
     r.add(Chunk(tool_calls=(ToolCall("f", {"x": "é"}),)))
     r.add(Chunk(finish_reason=FinishReason.TOOL_CALLS, usage=Usage(4, 6)))
-    ids = convert.ResponseIds(id="chatcmpl-1", created=5, model="m")
-    body = convert.to_chat_response(chat_req(), [r], ids)
+    ids = responses.ResponseIds(id="chatcmpl-1", created=5, model="m")
+    body = responses.to_chat_response(chat_req(), [r], ids)
     msg = body["choices"][0]["message"]
     assert msg["content"] == "Let me check."
     (tc,) = msg["tool_calls"]
@@ -244,14 +244,14 @@ def test_chat_response_with_text_and_calls() -> None:
 
 def test_completion_logprobs_offsets() -> None:
     toks = [TokenLogprob("He", -1.0, (), (TopLogprob("He", -1.0), TopLogprob("A", -2.0))), TokenLogprob("llo", -0.5)]
-    lp, end = convert.to_completion_logprobs(toks, 4)
+    lp, end = responses.to_completion_logprobs(toks, 4)
     assert lp.text_offset == [4, 6] and end == 9
     assert lp.top_logprobs == [{"He": -1.0, "A": -2.0}, {"llo": -0.5}]
 
 
 def test_chat_stream_sequence() -> None:
     req = chat_req(stream=True, stream_options={"include_usage": True}, n=2, parallel_tool_calls=False)
-    s = convert.ChatStream(req, convert.ResponseIds("chatcmpl-x", 1, "m"), 2)
+    s = responses.ChatStream(req, responses.ResponseIds("chatcmpl-x", 1, "m"), 2)
     start = s.start()
     assert [c["choices"][0]["delta"] for c in start] == [{"role": "assistant", "content": ""}] * 2
     out = s.feed(1, Chunk(text="a"))
@@ -284,10 +284,10 @@ def test_find_model_and_owner() -> None:
         ModelEntry("smollm2:135m", 1, "a" * 64, 10.0, "gguf", "llama", "135M", "Q4_1"),
         ModelEntry("org/repo:latest", 1, "b" * 64, 20.0, "safetensors", "llama", "1B", "F16"),
     ]
-    assert convert.find_model(entries, "SMOLLM2:135m") is entries[0]
-    assert convert.find_model(entries, "org/repo") is entries[1]
-    assert convert.find_model(entries, "smollm2") is None
-    assert convert.to_model(entries[1]).owned_by == "org" and convert.to_model(entries[0]).owned_by == "library"
+    assert responses.find_model(entries, "SMOLLM2:135m") is entries[0]
+    assert responses.find_model(entries, "org/repo") is entries[1]
+    assert responses.find_model(entries, "smollm2") is None
+    assert responses.to_model(entries[1]).owned_by == "org" and responses.to_model(entries[0]).owned_by == "library"
 
 
 # --- merging ------------------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def test_merge_interleaves_all_streams() -> None:
     probes = [Probe(3, 0.001), Probe(3, 0.002)]
 
     async def go() -> list[tuple[int, str]]:
-        return [(i, c.text) async for i, c in convert.merge([p.run() for p in probes])]
+        return [(i, c.text) async for i, c in choices.merge([p.run() for p in probes])]
 
     got = asyncio.run(go())
     assert sorted(got) == [(0, "0"), (0, "1"), (0, "2"), (1, "0"), (1, "1"), (1, "2")]
@@ -329,7 +329,7 @@ def test_merge_interleaves_all_streams() -> None:
 def test_merge_close_and_failure_cancel_every_stream() -> None:
     async def close_early() -> list[Probe]:
         probes = [Probe(100, 0.001), Probe(100, 0.001)]
-        merged = convert.merge([p.run() for p in probes])
+        merged = choices.merge([p.run() for p in probes])
         await merged.__anext__()
         await merged.aclose()
         return probes
@@ -339,7 +339,7 @@ def test_merge_close_and_failure_cancel_every_stream() -> None:
     async def fail() -> Probe:
         slow = Probe(100, 0.01)
         with pytest.raises(GenerationFailed):
-            async for _ in convert.merge([Probe(5, 0.001, fail_at=1).run(), slow.run()]):
+            async for _ in choices.merge([Probe(5, 0.001, fail_at=1).run(), slow.run()]):
                 pass
         return slow
 
@@ -351,5 +351,5 @@ def test_collect_single_stream() -> None:
         yield Chunk(text="a", logprobs=(TokenLogprob("a", -1.0),))
         yield Chunk(text="b", finish_reason=FinishReason.LENGTH, usage=Usage(1, 2))
 
-    (r,) = asyncio.run(convert.collect([stream()]))
+    (r,) = asyncio.run(choices.collect([stream()]))
     assert (r.text, r.finish_reason, r.usage, len(r.logprobs)) == ("ab", FinishReason.LENGTH, Usage(1, 2), 1)
