@@ -5,6 +5,7 @@ Reads only file headers (safetensors JSON headers, GGUF tensor infos, config.jso
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import mmap
@@ -242,8 +243,15 @@ class _Cursor:
 def read_gguf_header(path: Path) -> GgufHeader:
     """Metadata and tensor shapes of a GGUF file (v2/v3, either byte order), without reading the weights.
 
-    Much faster than gguf.GGUFReader, which builds numpy views of every token string.
+    Much faster than gguf.GGUFReader, which builds numpy views of every token string; cached per file version
+    because `hugllama list` and the residency checks ask for the same file repeatedly.
     """
+    st = path.stat()
+    return _read_gguf_header_cached(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _read_gguf_header_cached(path: Path, size: int, mtime_ns: int) -> GgufHeader:
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
         if bytes(buf[:4]) != b"GGUF":
             raise ValueError(f"{path}: not a GGUF file")

@@ -371,6 +371,10 @@ class ModelCatalog:
         return self.store.get(name)
 
     def _validate_options(self, options: dict[str, Any]) -> None:
+        fmt = options.get("format")
+        if "format" in options and not (fmt == "json" or isinstance(fmt, dict)):
+            raise InvalidRequest('alias format must be "json" or a JSON schema object', param="format")
+        options = {k: v for k, v in options.items() if k != "format"}
         for key in options:
             if key not in _SAMPLING_FIELDS:
                 valid = ", ".join(sorted(_SAMPLING_FIELDS))

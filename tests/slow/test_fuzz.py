@@ -1,6 +1,8 @@
 """Property-based fuzzing of the real server from its own /openapi.json (schemathesis): no operation answers 5xx.
 
 Bounded: a few examples per operation, no deadline; /api/pull is excluded (it would reach for the network).
+The Ollama operations parse their bodies by hand, so their OpenAPI entries have no body schema: for them this only
+fuzzes paths, methods and missing bodies; the OpenAI and management operations get generated bodies.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from tests.slow.conftest import ServerProcess, start_server  # noqa: E402
 
@@ -29,18 +30,35 @@ def fuzz_server(shared_snapshots: Path) -> Iterator[ServerProcess]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def api_schema(fuzz_server: ServerProcess) -> Any:
-    return schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
+EXCLUDED = {("POST", "/api/pull")}
+# Documented as unsupported, answered 501 on purpose (as Ollama builds without the feature do).
+NOT_IMPLEMENTED = ("/api/embed", "/api/embeddings", "/api/push", "/api/blobs/")
+MAX_EXAMPLES = 4
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
-schema.exclude(path="/api/pull")
+def test_no_server_errors(fuzz_server: ServerProcess) -> None:
+    # Driven by hand rather than schemathesis' pytest plugin, whose lazy parametrization breaks on pytest 9.
+    api = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
+    failures: list[str] = []
+    tried = 0
+    for result in api.get_all_operations():
+        operation = result.ok()
+        if (operation.method.upper(), operation.path) in EXCLUDED:
+            continue
+        tried += 1
 
+        @given(case=operation.as_strategy())
+        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                  derandomize=True, database=None)
+        def run(case: Any) -> None:
+            response = case.call(timeout=120)
+            if response.status_code == 501 and operation.path.startswith(NOT_IMPLEMENTED):
+                return
+            if response.status_code >= 500:
+                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                                f"{response.text[:300]} (body {str(case.body)[:300]})")
 
-@schema.parametrize()
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_no_server_errors(case: Any, fuzz_server: ServerProcess) -> None:
-    response = case.call(timeout=120)
-    case.validate_response(response, checks=[not_a_server_error])
-    assert fuzz_server.proc.poll() is None, "the server died"
+        run()
+        assert fuzz_server.proc.poll() is None, f"the server died on {operation.method} {operation.path}"
+    assert tried >= 20, "the OpenAPI document lists too few operations"
+    assert not failures, "\n".join(failures[:20])

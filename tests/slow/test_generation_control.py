@@ -138,15 +138,14 @@ def test_n_choices_and_usage_counts_them_all(oa: openai.OpenAI) -> None:
 
 
 def test_min_tokens_and_ignore_eos_force_the_length(http: httpx.Client) -> None:
-    hi: Any = [{"role": "user", "content": "Say hi."}]
     base, minimum, ignore = parallel(
-        lambda: oa_chat(http, hi, temperature=0, max_tokens=24),
-        lambda: oa_chat(http, hi, temperature=0, max_tokens=24, min_tokens=18),
-        lambda: oa_chat(http, hi, temperature=0, max_tokens=20, ignore_eos=True),
+        lambda: oa_chat(http, Q, temperature=0, max_tokens=24),
+        lambda: oa_chat(http, Q, temperature=0, max_tokens=24, min_tokens=14),
+        lambda: oa_chat(http, Q, temperature=0, max_tokens=20, ignore_eos=True),
     )
     short = base["usage"]["completion_tokens"]
-    assert base["choices"][0]["finish_reason"] == "stop" and short < 18, "the baseline must end on its own"
-    assert minimum["usage"]["completion_tokens"] >= 18
+    assert base["choices"][0]["finish_reason"] == "stop" and short < 14, "the baseline must end on its own"
+    assert minimum["usage"]["completion_tokens"] >= 14
     assert ignore["usage"]["completion_tokens"] == 20 and ignore["choices"][0]["finish_reason"] == "length"
     # Both continue the same greedy path past the point where the model wanted to stop.
     assert minimum["choices"][0]["message"]["content"].startswith(base["choices"][0]["message"]["content"])

@@ -300,6 +300,10 @@ def to_alias(req: schemas.CreateRequest, *, now: float, existing: Alias | None =
     if not base:
         raise InvalidRequest("neither 'from' or 'files' was specified", param="from")
     options = SamplingParams(**option_values(req.parameters, where="parameters")).as_dict()
+    # Our extension: an alias may carry JSON mode or a schema (`hugllama create --json-mode`).
+    fmt = parse_format(req.parameters.get("format")) if isinstance(req.parameters, dict) else None
+    if fmt is not None:
+        options["format"] = fmt
     messages = tuple(_message_dict(m) for m in to_messages(req.messages or (), base))
     return Alias(
         name=name,
