@@ -23,7 +23,7 @@ _WORDS = (
 
 
 def conversation(seed: int, target_tokens: int) -> list[dict[str, str]]:
-    """A deterministic multi-turn conversation of roughly `target_tokens` tokens (about 1.12 tokens a word with this template),
+    """A deterministic multi-turn conversation of roughly `target_tokens` tokens (about 1.12 tokens a word),
     ending with a user message; `seed` makes its text (hence its KV) unique."""
     rng = random.Random(seed)
     words_needed = int(target_tokens / 1.12)

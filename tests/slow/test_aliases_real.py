@@ -29,8 +29,11 @@ TIMEOUT = 300
 @pytest.fixture(scope="module")
 def server(shared_snapshots: Path) -> Iterator[ServerProcess]:
     home = make_home()
-    srv = start_server(shared_snapshots, {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": "512",
-                                          "HUGLLAMA_NUM_PARALLEL": "2"}, home=home)
+    srv = start_server(
+        shared_snapshots,
+        {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": "512", "HUGLLAMA_NUM_PARALLEL": "2"},
+        home=home,
+    )
     yield srv
     srv.stop()
 
@@ -46,8 +49,11 @@ def cli(server: ServerProcess, *args: str, remote: bool) -> str:
 
 
 def chat(url: str, model: str, messages: list[dict[str, str]], **options: Any) -> dict[str, Any]:
-    r = httpx.post(url + "/api/chat", json={"model": model, "messages": messages, "stream": False,
-                                            "options": {"num_predict": 4, **options}}, timeout=TIMEOUT)
+    r = httpx.post(
+        url + "/api/chat",
+        json={"model": model, "messages": messages, "stream": False, "options": {"num_predict": 4, **options}},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 200, r.text
     return dict(r.json())
 
@@ -61,8 +67,22 @@ def test_cli_alias_seen_by_running_server_and_applied(server: ServerProcess) -> 
     url = server.url
     assert "mistral-instruct" not in names(url, "/api/tags", "models")
     # Written on the registry file while the server runs: the server must see it without a restart.
-    cli(server, "create", "--alias", "mistral-instruct", "--model", MODEL, "--system", SYSTEM, "--temperature", "0.7",
-        "--load-in-8bit", "--stop", "<|eot_id|>", remote=False)
+    cli(
+        server,
+        "create",
+        "--alias",
+        "mistral-instruct",
+        "--model",
+        MODEL,
+        "--system",
+        SYSTEM,
+        "--temperature",
+        "0.7",
+        "--load-in-8bit",
+        "--stop",
+        "<|eot_id|>",
+        remote=False,
+    )
     assert "mistral-instruct" in names(url, "/api/tags", "models")
     assert "mistral-instruct" in names(url, "/v1/models", "data")
 
@@ -70,9 +90,11 @@ def test_cli_alias_seen_by_running_server_and_applied(server: ServerProcess) -> 
     assert shown["system"] == SYSTEM
     modelfile = shown["modelfile"]
     assert f'SYSTEM """{SYSTEM}"""' in modelfile and f"FROM {MODEL}" in modelfile
-    assert any(line.split()[:2] == ["PARAMETER", "temperature"] and float(line.split()[2]) == 0.7
-               for line in modelfile.splitlines()), modelfile
-    assert 'PARAMETER stop' in modelfile and '"<|eot_id|>"' in modelfile and "8bit" in modelfile
+    assert any(
+        line.split()[:2] == ["PARAMETER", "temperature"] and float(line.split()[2]) == 0.7
+        for line in modelfile.splitlines()
+    ), modelfile
+    assert "PARAMETER stop" in modelfile and '"<|eot_id|>"' in modelfile and "8bit" in modelfile
     assert shown["details"]["quantization_level"] == "Q8_0" and shown["details"]["parent_model"] == MODEL
     config = httpx.get(url + "/api/v1/models/config", params={"model": "mistral-instruct"}, timeout=30).json()
     assert config["options"]["temperature"] == 0.7 and config["options"]["stop"] == ["<|eot_id|>"]
@@ -90,8 +112,10 @@ def test_cli_alias_seen_by_running_server_and_applied(server: ServerProcess) -> 
     ps = {m["name"].removesuffix(":latest"): m for m in httpx.get(url + "/api/ps", timeout=30).json()["models"]}
     assert ps["mistral-instruct"]["details"]["quantization_level"] == "8bit"
     assert ps[MODEL]["details"]["quantization_level"] == "float32"
-    status = {m["model"].removesuffix(":latest"): m
-              for m in httpx.get(url + "/api/v1/models/status", timeout=30).json()["models"]}
+    status = {
+        m["model"].removesuffix(":latest"): m
+        for m in httpx.get(url + "/api/v1/models/status", timeout=30).json()["models"]
+    }
     assert status["mistral-instruct"]["quantization"] == "8bit"
     assert status["mistral-instruct"]["memory_bytes"] < status[MODEL]["memory_bytes"]
 
@@ -102,29 +126,54 @@ def test_cli_alias_seen_by_running_server_and_applied(server: ServerProcess) -> 
 
 def test_alias_stop_applies_request_overrides_and_cli_changes_are_live(server: ServerProcess) -> None:
     url = server.url
-    cli(server, "create", "--alias", "paris-stop", "--model", MODEL, "--temperature", "0", "--stop", "Paris",
-        remote=True)
+    cli(
+        server,
+        "create",
+        "--alias",
+        "paris-stop",
+        "--model",
+        MODEL,
+        "--temperature",
+        "0",
+        "--stop",
+        "Paris",
+        remote=True,
+    )
     stopped = chat(url, "paris-stop", FRANCE, num_predict=40)
     assert "Paris" not in stopped["message"]["content"] and stopped["done_reason"] == "stop"
     overridden = chat(url, "paris-stop", FRANCE, num_predict=40, stop=["#never#"])
     assert "Paris" in overridden["message"]["content"], "the request's stop must replace the alias's"
 
     # Re-created on the files while the server runs: the next request sees the new definition.
-    cli(server, "create", "--alias", "paris-stop", "--model", MODEL, "--temperature", "0", "--system",
-        "Answer in French.", remote=False)
+    cli(
+        server,
+        "create",
+        "--alias",
+        "paris-stop",
+        "--model",
+        MODEL,
+        "--temperature",
+        "0",
+        "--system",
+        "Answer in French.",
+        remote=False,
+    )
     shown = httpx.post(url + "/api/show", json={"model": "paris-stop"}, timeout=30).json()
     assert shown["system"] == "Answer in French." and "Paris" not in shown["parameters"]
 
 
 def test_alias_on_openai_protocol(server: ServerProcess) -> None:
     url = server.url
-    httpx.post(url + "/api/create", json={"model": "creative", "from": MODEL, "system": SYSTEM, "stream": False},
-               timeout=30).raise_for_status()
+    httpx.post(
+        url + "/api/create", json={"model": "creative", "from": MODEL, "system": SYSTEM, "stream": False}, timeout=30
+    ).raise_for_status()
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", timeout=TIMEOUT)
     assert "creative" in {m.id.removesuffix(":latest") for m in client.models.list().data}
     aliased = client.chat.completions.create(model="creative", messages=USER, max_tokens=4, top_p=0.5)  # type: ignore[arg-type]
     explicit = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "system", "content": SYSTEM}, *USER], max_tokens=4  # type: ignore[list-item]
+        model=MODEL,
+        messages=[{"role": "system", "content": SYSTEM}, *USER],
+        max_tokens=4,  # type: ignore[list-item]
     )
     assert aliased.model.startswith("creative")
     assert aliased.usage is not None and explicit.usage is not None
@@ -135,24 +184,43 @@ def test_alias_on_openai_protocol(server: ServerProcess) -> None:
 def test_create_copy_delete_show_tags(server: ServerProcess) -> None:
     url = server.url
     oc = ollama.Client(host=url, timeout=TIMEOUT)
-    httpx.post(url + "/api/create", json={"model": "base-sys", "from": MODEL, "system": SYSTEM,
-                                          "parameters": {"temperature": 0.3}, "stream": False},
-               timeout=30).raise_for_status()
-    r = httpx.post(url + "/api/create", json={"model": "q4-alias", "from": "base-sys", "quantize": "q4_0",
-                                              "stream": False}, timeout=30)
+    httpx.post(
+        url + "/api/create",
+        json={
+            "model": "base-sys",
+            "from": MODEL,
+            "system": SYSTEM,
+            "parameters": {"temperature": 0.3},
+            "stream": False,
+        },
+        timeout=30,
+    ).raise_for_status()
+    r = httpx.post(
+        url + "/api/create",
+        json={"model": "q4-alias", "from": "base-sys", "quantize": "q4_0", "stream": False},
+        timeout=30,
+    )
     assert r.status_code == 200 and r.json()["status"] == "success"
     q4 = oc.show("q4-alias")
     assert q4.details is not None and q4.details.quantization_level == "Q4_0"
     assert "temperature" in (q4.parameters or "") and f'SYSTEM """{SYSTEM}"""' in (q4.modelfile or "")  # inherited
-    available = {m["name"].removesuffix(":latest"): m
-                 for m in httpx.get(url + "/api/v1/models/available", timeout=60).json()["models"]}
+    available = {
+        m["name"].removesuffix(":latest"): m
+        for m in httpx.get(url + "/api/v1/models/available", timeout=60).json()["models"]
+    }
     assert available["q4-alias"]["quantization"] == "4bit"
     assert available["q4-alias"]["estimated_memory"] < available[MODEL]["estimated_memory"]
 
-    assert httpx.post(url + "/api/copy", json={"source": "q4-alias", "destination": "q4-copy"},
-                      timeout=30).status_code == 200
+    assert (
+        httpx.post(url + "/api/copy", json={"source": "q4-alias", "destination": "q4-copy"}, timeout=30).status_code
+        == 200
+    )
     copied = oc.show("q4-copy")
-    assert SYSTEM in (copied.modelfile or "") and copied.details is not None and copied.details.quantization_level == "Q4_0"
+    assert (
+        SYSTEM in (copied.modelfile or "")
+        and copied.details is not None
+        and copied.details.quantization_level == "Q4_0"
+    )
     listed = {m.model.removesuffix(":latest") for m in oc.list().models if m.model}
     assert {"q4-alias", "q4-copy", "base-sys", MODEL} <= listed
 

@@ -33,7 +33,7 @@ def fuzz_server(shared_snapshots: Path) -> Iterator[ServerProcess]:
 EXCLUDED = {("POST", "/api/pull")}
 # Documented as unsupported, answered 501 on purpose (as Ollama builds without the feature do).
 NOT_IMPLEMENTED = ("/api/embed", "/api/embeddings", "/api/push", "/api/blobs/")
-MAX_EXAMPLES = 4
+MAX_EXAMPLES = 5
 
 
 def test_no_server_errors(fuzz_server: ServerProcess) -> None:
@@ -48,15 +48,22 @@ def test_no_server_errors(fuzz_server: ServerProcess) -> None:
         tried += 1
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
-                  derandomize=True, database=None)
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def run(case: Any) -> None:
             response = case.call(timeout=120)
             if response.status_code == 501 and operation.path.startswith(NOT_IMPLEMENTED):
                 return
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                f"{response.text[:300]} (body {str(case.body)[:300]})")
+                failures.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                    f"{response.text[:300]} (body {str(case.body)[:300]})"
+                )
 
         run()
         assert fuzz_server.proc.poll() is None, f"the server died on {operation.method} {operation.path}"

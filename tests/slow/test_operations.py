@@ -52,8 +52,9 @@ def openai_body(n: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tight(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    server = start_server(shared_snapshots, {"HUGLLAMA_NUM_PARALLEL": "1", "HUGLLAMA_MAX_QUEUE": "1",
-                                             "HUGLLAMA_CONTEXT_LENGTH": "512"})
+    server = start_server(
+        shared_snapshots, {"HUGLLAMA_NUM_PARALLEL": "1", "HUGLLAMA_MAX_QUEUE": "1", "HUGLLAMA_CONTEXT_LENGTH": "512"}
+    )
     yield server
     server.stop()
 
@@ -97,8 +98,9 @@ def test_64_clients_get_200_or_503_and_readyz_answers_throughout(tight: ServerPr
     prober = threading.Thread(target=probe)
     prober.start()
     try:
-        jobs = [("/api/generate", ollama_body(2, "Hi")) if i % 2 else ("/v1/completions", openai_body(2))
-                for i in range(64)]
+        jobs = [
+            ("/api/generate", ollama_body(2, "Hi")) if i % 2 else ("/v1/completions", openai_body(2)) for i in range(64)
+        ]
         responses = _fire(url, jobs, 64)
     finally:
         stop.set()
@@ -144,8 +146,10 @@ def test_client_disconnect_stops_generation(tight: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def keyed(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    server = start_server(shared_snapshots, {"HUGLLAMA_API_KEYS": "k1,k2", "HUGLLAMA_LOG_FORMAT": "json",
-                                             "HUGLLAMA_CONTEXT_LENGTH": "512"})
+    server = start_server(
+        shared_snapshots,
+        {"HUGLLAMA_API_KEYS": "k1,k2", "HUGLLAMA_LOG_FORMAT": "json", "HUGLLAMA_CONTEXT_LENGTH": "512"},
+    )
     yield server
     server.stop()
 
@@ -173,12 +177,20 @@ def test_api_keys_with_official_clients(keyed: ServerProcess) -> None:
 def test_metrics_request_id_and_json_logs(keyed: ServerProcess) -> None:
     url = keyed.url
     auth = {"Authorization": "Bearer k1"}
-    r = httpx.post(url + "/api/generate", json=ollama_body(3, f"Say {SECRET}"),
-                   headers={**auth, "X-Request-Id": "req-ops-42"}, timeout=TIMEOUT)
+    r = httpx.post(
+        url + "/api/generate",
+        json=ollama_body(3, f"Say {SECRET}"),
+        headers={**auth, "X-Request-Id": "req-ops-42"},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == "req-ops-42"
     assert len(httpx.get(url + "/api/tags", headers=auth, timeout=30).headers["x-request-id"]) >= 16  # generated
-    o = httpx.post(url + "/v1/chat/completions", headers=auth, timeout=TIMEOUT,
-                   json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+    o = httpx.post(
+        url + "/v1/chat/completions",
+        headers=auth,
+        timeout=TIMEOUT,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+    )
     assert o.status_code == 200
     httpx.get(url + "/api/tags", timeout=30)  # a 401
 
@@ -209,8 +221,14 @@ def test_metrics_request_id_and_json_logs(keyed: ServerProcess) -> None:
 
 
 def test_sigterm_drains_then_exits_zero(server_factory: Callable[..., ServerProcess]) -> None:
-    server = server_factory({"HUGLLAMA_CONTEXT_LENGTH": "512", "HUGLLAMA_LOG_FORMAT": "json",
-                             "HUGLLAMA_LOG_CONTENT": "true", "HUGLLAMA_SHUTDOWN_GRACE_SECONDS": "120"})
+    server = server_factory(
+        {
+            "HUGLLAMA_CONTEXT_LENGTH": "512",
+            "HUGLLAMA_LOG_FORMAT": "json",
+            "HUGLLAMA_LOG_CONTENT": "true",
+            "HUGLLAMA_SHUTDOWN_GRACE_SECONDS": "120",
+        }
+    )
     url = server.url
     lines: list[dict[str, Any]] = []
     with httpx.Client(timeout=TIMEOUT) as client:

@@ -32,8 +32,13 @@ TIMEOUT = 300
 
 
 def generate(url: str, model: str, *, keep_alive: Any = None, n: int = 1) -> httpx.Response:
-    body: dict[str, Any] = {"model": model, "prompt": "Hello", "raw": True, "stream": False,
-                            "options": {"num_predict": n, "temperature": 0}}
+    body: dict[str, Any] = {
+        "model": model,
+        "prompt": "Hello",
+        "raw": True,
+        "stream": False,
+        "options": {"num_predict": n, "temperature": 0},
+    }
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
     return httpx.post(url + "/api/generate", json=body, timeout=TIMEOUT)
@@ -44,13 +49,17 @@ def ps(url: str) -> dict[str, dict[str, Any]]:
 
 
 def statuses(url: str) -> dict[str, dict[str, Any]]:
-    return {m["model"].removesuffix(":latest"): m
-            for m in httpx.get(url + "/api/v1/models/status", timeout=30).json()["models"]}
+    return {
+        m["model"].removesuffix(":latest"): m
+        for m in httpx.get(url + "/api/v1/models/status", timeout=30).json()["models"]
+    }
 
 
 def available(url: str) -> dict[str, dict[str, Any]]:
-    return {m["name"].removesuffix(":latest"): m
-            for m in httpx.get(url + "/api/v1/models/available", timeout=60).json()["models"]}
+    return {
+        m["name"].removesuffix(":latest"): m
+        for m in httpx.get(url + "/api/v1/models/available", timeout=60).json()["models"]
+    }
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -107,13 +116,22 @@ def header_only_safetensors(path: Path, tensors: dict[str, list[int]]) -> None:
 
 @pytest.fixture(scope="module")
 def server_a(shared_snapshots: Path) -> Iterator[Any]:
-    server = start_server(shared_snapshots, {
-        "HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": str(CTX), "HUGLLAMA_NUM_PARALLEL": "2",
-        "HUGLLAMA_MAX_LOADED_MODELS": "2", "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
-    })
+    server = start_server(
+        shared_snapshots,
+        {
+            "HUGLLAMA_PRELOAD": "",
+            "HUGLLAMA_CONTEXT_LENGTH": str(CTX),
+            "HUGLLAMA_NUM_PARALLEL": "2",
+            "HUGLLAMA_MAX_LOADED_MODELS": "2",
+            "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
+        },
+    )
     for name, quantize in (("a8", "q8_0"), ("a4", "q4_0")):
-        r = httpx.post(server.url + "/api/create",
-                       json={"model": name, "from": MODEL, "quantize": quantize, "stream": False}, timeout=60)
+        r = httpx.post(
+            server.url + "/api/create",
+            json={"model": name, "from": MODEL, "quantize": quantize, "stream": False},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
     yield server
     server.stop()
@@ -194,8 +212,11 @@ def test_lru_eviction_keep_alive_expiry_frees_memory(server_a: Any) -> None:
     rss_loaded = proc.memory_info().rss
     wait_until(lambda: MODEL not in ps(url), 30, "keep_alive 2s to unload the model")
     assert MODEL not in statuses(url)
-    wait_until(lambda: rss_loaded - proc.memory_info().rss >= footprint // 2, 15,
-               f"RSS to drop by half the model's {footprint >> 20} MiB")
+    wait_until(
+        lambda: rss_loaded - proc.memory_info().rss >= footprint // 2,
+        15,
+        f"RSS to drop by half the model's {footprint >> 20} MiB",
+    )
 
     # keep_alive 0 unloads right after the request.
     r = generate(url, "a8", keep_alive=0)
@@ -213,11 +234,22 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # "huge": a valid config and a truncated safetensors whose header declares 600M linear weights.
     huge = root / "huge"
     huge.mkdir()
-    (huge / "config.json").write_text(json.dumps({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "num_hidden_layers": 1, "hidden_size": 64,
-        "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 64, "intermediate_size": 64,
-        "vocab_size": 128, "max_position_embeddings": CTX,
-    }))
+    (huge / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForCausalLM"],
+                "num_hidden_layers": 1,
+                "hidden_size": 64,
+                "num_attention_heads": 1,
+                "num_key_value_heads": 1,
+                "head_dim": 64,
+                "intermediate_size": 64,
+                "vocab_size": 128,
+                "max_position_embeddings": CTX,
+            }
+        )
+    )
     header_only_safetensors(huge / "model.safetensors", {"model.layers.0.mlp.down_proj.weight": [20000, 30000]})
     # "broken": config.json is not JSON, the weights are garbage.
     broken = root / "broken"
@@ -232,17 +264,24 @@ def server_b(shared_snapshots: Path, models_dir: Path, request: pytest.FixtureRe
     converted = list(shared_snapshots.glob("SmolLM2-135M-Instruct*/config.json"))
     snap = snapshot_of(shared_snapshots, "" if converted else request.getfixturevalue("server_a").url)
     source = ModelSource("hf_dir", snap)
-    est = estimating.estimate(source, dtype="float32", quantization=None, num_ctx=CTX, parallel=1,
-                              overhead_bytes=OVERHEAD)
+    est = estimating.estimate(
+        source, dtype="float32", quantization=None, num_ctx=CTX, parallel=1, overhead_bytes=OVERHEAD
+    )
     # Room for one copy's estimate plus 1.5 resident copies: two fit, a third evicts exactly one.
     budget = est.total_bytes + int(1.5 * est.weights_bytes)
     for name in ("m1", "m2", "m3"):
         (models_dir / name).symlink_to(snap, target_is_directory=True)
-    server = start_server(shared_snapshots, {
-        "HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": str(CTX), "HUGLLAMA_NUM_PARALLEL": "1",
-        "HUGLLAMA_MEMORY_BUDGET_BYTES": str(budget), "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
-        "HUGLLAMA_MODELS_DIR": str(models_dir),
-    })
+    server = start_server(
+        shared_snapshots,
+        {
+            "HUGLLAMA_PRELOAD": "",
+            "HUGLLAMA_CONTEXT_LENGTH": str(CTX),
+            "HUGLLAMA_NUM_PARALLEL": "1",
+            "HUGLLAMA_MEMORY_BUDGET_BYTES": str(budget),
+            "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
+            "HUGLLAMA_MODELS_DIR": str(models_dir),
+        },
+    )
     server.expected_estimate = est.total_bytes
     yield server
     server.stop()
@@ -258,13 +297,15 @@ def test_507_names_need_free_and_quantization_and_failed_loads_are_clear(server_
     assert r.status_code == 507, r.text
     msg = r.json()["error"]
     assert "needs" in msg and "free" in msg and "8-bit" in msg, msg
-    r = httpx.post(url + "/v1/chat/completions", json={"model": "huge", "messages": [{"role": "user", "content": "hi"}]},
-                   timeout=60)
+    r = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "huge", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=60,
+    )
     assert r.status_code == 507 and "8-bit" in r.json()["error"]["message"]
 
     # Loading the truncated checkpoint (it fits in 8-bit) fails in the background with a clear status.
-    r = httpx.post(url + "/api/v1/models/load", json={"model_name_or_path": "huge", "quantization": "8bit"},
-                   timeout=30)
+    r = httpx.post(url + "/api/v1/models/load", json={"model_name_or_path": "huge", "quantization": "8bit"}, timeout=30)
     assert r.status_code == 202
     wait_until(lambda: statuses(url).get("huge", {}).get("state") == "failed", 120, "the load of huge to fail")
     assert "huge" in (statuses(url)["huge"]["error"] or "")
