@@ -116,7 +116,7 @@ class TransformersEngine(ModelAdminMixin):
         alias = resolved.alias
         fmt = req.format if req.format not in (None, "") else _alias_format(alias)
         validate_format(fmt)
-        tool_choice = tooling.validate_tools(req.tools, req.tool_choice) if req.tools else "none"
+        tool_choice = tooling.validate_tools(req.tools, req.tool_choice)
         if self._waiting >= self.settings.max_queue:
             self.metrics.failures.labels(reason="queue_full").inc()
             raise Overloaded("server busy, please try again.  maximum pending requests exceeded")
@@ -141,16 +141,20 @@ class TransformersEngine(ModelAdminMixin):
             room = num_ctx - len(prompt_ids)
             wanted = params.max_tokens
             max_new = room if wanted is None or wanted < 0 else min(wanted, room)
-            constraint = None
-            forced = tool_choice not in ("none", "auto")
-            if forced:
+            spec: ConstraintSpec | None = None
+            if tool_choice not in ("none", "auto"):
                 schema = tooling.call_schema(req.tools, None if tool_choice == "required" else tool_choice)
-                compiler = res.constraint_compiler()
-                constraint = compiler.constraint(ConstraintSpec(kind="tool_call", schema=schema))
+                spec = ConstraintSpec(kind="tool_call", schema=schema)
+            elif isinstance(fmt, dict):
+                spec = ConstraintSpec(kind="schema", schema=fmt)
             elif fmt is not None:
-                compiler = res.constraint_compiler()
-                spec = ConstraintSpec(kind="schema", schema=fmt) if isinstance(fmt, dict) else ConstraintSpec(kind="json")
-                constraint = compiler.constraint(spec)
+                spec = ConstraintSpec(kind="json")
+            constraint = None
+            if spec is not None:
+                # Building the token tables (seconds, once per model) and compiling a schema stay off the loop.
+                constraint = await asyncio.to_thread(
+                    lambda: res.constraint_compiler().constraint(spec, max_tokens=max(max_new, 0))
+                )
             queue: asyncio.Queue[Chunk | BaseException | None] = asyncio.Queue()
             loop = asyncio.get_running_loop()
 

@@ -52,7 +52,7 @@ class Resident:
         if self.compiler is None:
             from app.engine.constraints import ConstraintCompiler
 
-            self.compiler = ConstraintCompiler(self.weights.tokenizer, self.vocab_size)
+            self.compiler = ConstraintCompiler(self.weights.tokenizer, self.vocab_size, stop_token_ids=sorted(self.eos))
         return self.compiler
 
 

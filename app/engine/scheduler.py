@@ -259,14 +259,27 @@ class BatchScheduler:
     def _sample(self, rows: list[Sequence], logits: torch.Tensor) -> None:
         now = time.perf_counter()
         raws: dict[int, torch.Tensor] = {}
+        constrained: list[int] = []
         for i, s in enumerate(rows):
-            if s.cancelled:
-                continue
             if s.top_logprobs >= 0:
                 raws[i] = logits[i].clone()  # logprobs report the model's distribution, before any masking
             if s.constraint is not None:
-                s.constraint.apply(logits[i])
-        tokens = sample_rows(logits, [s.sampler for s in rows], [s.generated for s in rows])
+                constrained.append(i)
+        tokens = [0] * len(rows)
+        free = [i for i in range(len(rows)) if rows[i].constraint is None]
+        if free:
+            sub = logits if len(free) == len(rows) else logits[free]
+            picked = sample_rows(sub, [rows[i].sampler for i in free], [rows[i].generated for i in free])
+            for i, tok in zip(free, picked, strict=True):
+                tokens[i] = tok
+        for i in constrained:
+            s = rows[i]
+            assert s.constraint is not None
+            # The grammar mask goes after penalties and bias but before temperature and truncation, so the
+            # filters choose among allowed tokens only.
+            row = s.sampler.process(logits[i], s.generated)
+            s.constraint.apply(row)
+            tokens[i] = s.sampler.sample(row)
         finished = False
         for i, s in enumerate(rows):
             if s.cancelled:

@@ -172,8 +172,8 @@ def test_alias_on_openai_protocol(server: ServerProcess) -> None:
     aliased = client.chat.completions.create(model="creative", messages=USER, max_tokens=4, top_p=0.5)  # type: ignore[arg-type]
     explicit = client.chat.completions.create(
         model=MODEL,
-        messages=[{"role": "system", "content": SYSTEM}, *USER],
-        max_tokens=4,  # type: ignore[list-item]
+        messages=[{"role": "system", "content": SYSTEM}, *USER],  # type: ignore[list-item]
+        max_tokens=4,
     )
     assert aliased.model.startswith("creative")
     assert aliased.usage is not None and explicit.usage is not None

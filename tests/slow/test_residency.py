@@ -82,7 +82,7 @@ def metric(url: str, name: str, labels: str = "") -> float:
 
 
 def kv_bytes(snapshot: Path, parallel: int) -> int:
-    cfg = json.loads((snapshot / "config.json").read_text())
+    cfg: dict[str, int] = json.loads((snapshot / "config.json").read_text())
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     return 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * CTX * parallel * 4  # fp32 on CPU
 
@@ -282,7 +282,7 @@ def server_b(shared_snapshots: Path, models_dir: Path, request: pytest.FixtureRe
             "HUGLLAMA_MODELS_DIR": str(models_dir),
         },
     )
-    server.expected_estimate = est.total_bytes
+    server.expected_estimate = est.total_bytes  # type: ignore[attr-defined]
     yield server
     server.stop()
 

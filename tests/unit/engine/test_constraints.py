@@ -525,3 +525,11 @@ def test_real_model_forced_tool_call(model: Any, tokenizer: Any, compiler: Any, 
         assert isinstance(call.arguments["city"], str)
     else:
         assert call.arguments == {}
+
+
+def test_apply_on_a_row_view_masks_only_that_row(compiler: Any) -> None:
+    # The scheduler passes logits[i] of its [B, V] batch.
+    batch = torch.zeros(3, VOCAB)
+    compiler.constraint(ConstraintSpec(kind="json")).apply(batch[1])
+    assert 0 < int(torch.isfinite(batch[1]).sum()) < 10
+    assert bool(torch.isfinite(batch[0]).all()) and bool(torch.isfinite(batch[2]).all())
