@@ -53,8 +53,10 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(JsonFormatter())
         # tqdm bars (transformers' "Loading weights") write raw text to stderr: keep the log JSON-only.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        for module, off in (("huggingface_hub.utils", "disable_progress_bars"),
-                            ("transformers.utils.logging", "disable_progress_bar")):
+        for module, off in (
+            ("huggingface_hub.utils", "disable_progress_bars"),
+            ("transformers.utils.logging", "disable_progress_bar"),
+        ):
             if module in sys.modules:
                 getattr(sys.modules[module], off)()
     else:

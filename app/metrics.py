@@ -29,23 +29,33 @@ class Metrics:
         self.requests_waiting = Gauge("hugllama_requests_waiting", "Requests waiting for a batch slot.", registry=r)
         self.failures = Counter("hugllama_request_failures_total", "Failed requests by reason.", ["reason"], registry=r)
         self.prompt_tokens = Counter("hugllama_prompt_tokens_total", "Prompt tokens processed.", ["model"], registry=r)
-        self.generation_tokens = Counter(
-            "hugllama_generation_tokens_total", "Tokens generated.", ["model"], registry=r
-        )
+        self.generation_tokens = Counter("hugllama_generation_tokens_total", "Tokens generated.", ["model"], registry=r)
         self.ttft = Histogram(
-            "hugllama_time_to_first_token_seconds", "Time to first token.", ["model"], buckets=_LATENCY_BUCKETS,
+            "hugllama_time_to_first_token_seconds",
+            "Time to first token.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tpot = Histogram(
-            "hugllama_time_per_output_token_seconds", "Time per output token after the first.", ["model"],
-            buckets=_TPOT_BUCKETS, registry=r,
+            "hugllama_time_per_output_token_seconds",
+            "Time per output token after the first.",
+            ["model"],
+            buckets=_TPOT_BUCKETS,
+            registry=r,
         )
         self.request_duration = Histogram(
-            "hugllama_request_duration_seconds", "Generation request duration.", ["model"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "hugllama_request_duration_seconds",
+            "Generation request duration.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_time = Histogram(
-            "hugllama_queue_time_seconds", "Time waiting for a batch slot.", ["model"], buckets=_LATENCY_BUCKETS,
+            "hugllama_queue_time_seconds",
+            "Time waiting for a batch slot.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.models_loaded = Gauge("hugllama_models_loaded", "Resident models.", registry=r)
@@ -66,7 +76,9 @@ class Metrics:
             "hugllama_stream_errors_total", "Errors reported in-band after a stream started.", registry=r
         )
         self.prefix_cache_hits = Counter(
-            "hugllama_prefix_cache_hit_tokens_total", "Prompt tokens served from the prefix cache.", ["model"],
+            "hugllama_prefix_cache_hit_tokens_total",
+            "Prompt tokens served from the prefix cache.",
+            ["model"],
             registry=r,
         )
         self.build_info = Info("hugllama_build", "Build information.", registry=r)

@@ -60,9 +60,7 @@ class Settings(BaseSettings):
     log_format: Literal["plain", "json"] = Field("plain", description="Log line format.")
     log_level: str = Field("INFO", description="Root log level.")
     log_content: bool = Field(False, description="Log prompt and completion text (off: never logged).")
-    shutdown_grace_seconds: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
-    )
+    shutdown_grace_seconds: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     readiness: Literal["server", "preload", "generate"] = Field(
         "preload",
         description="What /readyz waits for: the server up, the preloaded models loaded, or a one-token generation.",

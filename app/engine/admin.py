@@ -111,9 +111,7 @@ class ModelAdminMixin:
             }
         return list(out.values())
 
-    async def begin_load(
-        self, model: str, *, device: str | None, quantization: str | None
-    ) -> dict[str, Any]:
+    async def begin_load(self, model: str, *, device: str | None, quantization: str | None) -> dict[str, Any]:
         resolved = self.catalog.resolve(model)
         if device not in (None, "auto", self.manager.device):
             raise InvalidRequest(

@@ -97,8 +97,14 @@ class FakeEngine:
     def running(self) -> list[RunningModel]:
         return [
             RunningModel(
-                name=name, size_bytes=1000, vram_bytes=0, estimate_bytes=1000, expires_at=t + 300,
-                context_length=4096, device="cpu", quantization="F32",
+                name=name,
+                size_bytes=1000,
+                vram_bytes=0,
+                estimate_bytes=1000,
+                expires_at=t + 300,
+                context_length=4096,
+                device="cpu",
+                quantization="F32",
             )
             for name, t in self.loaded.items()
         ]

@@ -191,8 +191,9 @@ class TransformersEngine(ModelAdminMixin):
         params: SamplingParams,
         tool_choice: str,
     ) -> list[int]:
-        reserve = min(params.max_tokens if params.max_tokens and params.max_tokens > 0 else DEFAULT_RESERVE,
-                      num_ctx // 2)
+        reserve = min(
+            params.max_tokens if params.max_tokens and params.max_tokens > 0 else DEFAULT_RESERVE, num_ctx // 2
+        )
         template = req.template or (alias.template if alias else None)
         if req.messages is not None:
             messages = list(_alias_messages(alias)) + list(req.messages)
@@ -202,8 +203,13 @@ class TransformersEngine(ModelAdminMixin):
             tools = req.tools if tool_choice != "none" else ()
             tool_prompt = tooling.tool_prompt(tools) if tools and not res.renderer.supports_tools() else None
             ids, dropped = res.renderer.encode_chat(
-                messages, tools=tools, template=template, tool_prompt=tool_prompt, num_ctx=num_ctx,
-                reserve=reserve, truncate=req.truncate,
+                messages,
+                tools=tools,
+                template=template,
+                tool_prompt=tool_prompt,
+                num_ctx=num_ctx,
+                reserve=reserve,
+                truncate=req.truncate,
             )
             if dropped:
                 log.debug("dropped %d old messages to fit num_ctx=%d", dropped, num_ctx)
@@ -291,15 +297,20 @@ class TransformersEngine(ModelAdminMixin):
             if final.finish_reason == FinishReason.LENGTH:
                 raise GenerationFailed("the tool call did not fit in max_tokens; raise max_tokens/num_predict")
             call = dataclasses.replace(tooling.parse_forced_call(text), id=tooling.new_call_id())
-            return [Chunk(tool_calls=(call,), logprobs=logprobs),
-                    dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS)]
+            return [
+                Chunk(tool_calls=(call,), logprobs=logprobs),
+                dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS),
+            ]
         if ctx.tool_choice == "auto":
             content, calls = tooling.parse_tool_calls(text, ctx.req.tools)
             if calls:
                 calls = [c if c.id else dataclasses.replace(c, id=tooling.new_call_id()) for c in calls]
                 out = [Chunk(text=content, logprobs=logprobs)] if content.strip() else []
-                return [*out, Chunk(tool_calls=tuple(calls)),
-                        dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS)]
+                return [
+                    *out,
+                    Chunk(tool_calls=tuple(calls)),
+                    dataclasses.replace(final, finish_reason=FinishReason.TOOL_CALLS),
+                ]
         return [Chunk(text=text, logprobs=logprobs), final] if (text or logprobs) else [final]
 
     def _observe(self, ctx: _StreamContext, label: str, final: Chunk) -> None:

@@ -216,8 +216,9 @@ class ModelManager:
 
     async def _load(self, resolved: ResolvedModel, keep_alive: float | None, pinned: bool) -> Resident:
         name = resolved.base_name + (f" ({resolved.quantization})" if resolved.quantization else "")
-        status = LoadStatus(name=resolved.requested, state="loading", device=self.device,
-                            quantization=resolved.quantization)
+        status = LoadStatus(
+            name=resolved.requested, state="loading", device=self.device, quantization=resolved.quantization
+        )
         self.status[resolved.load_key] = status
         try:
             need = self.estimate(resolved)
@@ -238,8 +239,13 @@ class ModelManager:
         status.state, status.finished_at = "loaded", time.time()
         self.residents[resolved.load_key] = res
         self._update_gauges()
-        log.info("loaded %s in %.1fs (%d MB, estimate %d MB)", name, res.weights.load_seconds,
-                 res.weights.footprint_bytes >> 20, need >> 20)
+        log.info(
+            "loaded %s in %.1fs (%d MB, estimate %d MB)",
+            name,
+            res.weights.load_seconds,
+            res.weights.footprint_bytes >> 20,
+            need >> 20,
+        )
         return res
 
     def _load_sync(self, resolved: ResolvedModel, need: int, keep_alive: float | None, pinned: bool) -> Resident:

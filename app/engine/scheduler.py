@@ -212,8 +212,11 @@ class BatchScheduler:
                 if s.cache_prompt:
                     n = len(s.prompt_ids)
                     self.prefix_cache.store(
-                        s.prompt_ids, [(k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
-                                       for k, v, *_ in _layers(cache)]
+                        s.prompt_ids,
+                        [
+                            (k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
+                            for k, v, *_ in _layers(cache)
+                        ],
                     )
         warm = [i for i, s in enumerate(seqs) if s.prefill_only]
         for i in warm:
@@ -363,8 +366,10 @@ class BatchScheduler:
                     n = len(s.fed)
                     self.prefix_cache.store(
                         s.fed,
-                        [(k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
-                         for k, v, *_ in _layers(self._cache)],
+                        [
+                            (k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
+                            for k, v, *_ in _layers(self._cache)
+                        ],
                     )
         if not keep:
             self._active, self._cache, self._mask = [], None, None
@@ -384,7 +389,9 @@ class BatchScheduler:
         width = max(old_t, new_t)
         layers = []
         for (k1, v1, *_), (k2, v2, *_) in zip(_layers(self._cache), _layers(cache), strict=True):
-            layers.append((torch.cat([_lpad(k1, width), _lpad(k2, width)]), torch.cat([_lpad(v1, width), _lpad(v2, width)])))
+            layers.append(
+                (torch.cat([_lpad(k1, width), _lpad(k2, width)]), torch.cat([_lpad(v1, width), _lpad(v2, width)]))
+            )
         self._mask = torch.cat(
             [torch.nn.functional.pad(self._mask, (width - old_t, 0)), torch.nn.functional.pad(mask, (width - new_t, 0))]
         )

@@ -32,15 +32,30 @@ class FakeCatalog:
     def list_models(self) -> list[ModelEntry]:
         entries = [
             ModelEntry(
-                name=self.base, size_bytes=98_000_000, digest="a" * 64, modified_at=time.time(), format="gguf",
-                family="llama", parameter_size="135M", quantization_level="Q4_1", context_length=8192,
+                name=self.base,
+                size_bytes=98_000_000,
+                digest="a" * 64,
+                modified_at=time.time(),
+                format="gguf",
+                family="llama",
+                parameter_size="135M",
+                quantization_level="Q4_1",
+                context_length=8192,
             )
         ]
         for a in self.aliases.values():
             entries.append(
                 ModelEntry(
-                    name=a.name, size_bytes=98_000_000, digest="b" * 64, modified_at=a.modified_at, format="gguf",
-                    family="llama", parameter_size="135M", quantization_level="Q4_1", is_alias=True, base=a.model,
+                    name=a.name,
+                    size_bytes=98_000_000,
+                    digest="b" * 64,
+                    modified_at=a.modified_at,
+                    format="gguf",
+                    family="llama",
+                    parameter_size="135M",
+                    quantization_level="Q4_1",
+                    is_alias=True,
+                    base=a.model,
                 )
             )
         return entries
@@ -51,8 +66,9 @@ class FakeCatalog:
         key = self._key(name)
         if key in self.aliases:
             a = self.aliases[key]
-            return ResolvedModel(requested=name, base_name=self.base, source=self.source, alias=a,
-                                 quantization=a.quantization)
+            return ResolvedModel(
+                requested=name, base_name=self.base, source=self.source, alias=a, quantization=a.quantization
+            )
         if key in (self.base, self.base + ":latest") or name.lower() == self.base:
             return ResolvedModel(requested=name, base_name=self.base, source=self.source)
         raise ModelNotFound(name)
@@ -60,8 +76,14 @@ class FakeCatalog:
     def show(self, name: str) -> dict[str, Any]:
         r = self.resolve(name)
         return {
-            "details": {"parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-                        "parameter_size": "135M", "quantization_level": "Q4_1"},
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": "llama",
+                "families": ["llama"],
+                "parameter_size": "135M",
+                "quantization_level": "Q4_1",
+            },
             "model_info": {"general.architecture": "llama", "general.parameter_count": 134515008},
             "template": "{{ messages }}",
             "system": r.alias.system if r.alias else None,
@@ -87,8 +109,11 @@ class FakeCatalog:
         if a is None:
             self.resolve(source)
             a = Alias(name=destination, model=source)
-        self.aliases[self._key(destination)] = Alias(**{**a.__dict__, "name": destination}) if hasattr(
-            a, "__dict__") else Alias.from_json(destination, a.to_json())
+        self.aliases[self._key(destination)] = (
+            Alias(**{**a.__dict__, "name": destination})
+            if hasattr(a, "__dict__")
+            else Alias.from_json(destination, a.to_json())
+        )
 
 
 @pytest.fixture

@@ -45,7 +45,9 @@ def test_request_id_taken_or_made(client: TestClient) -> None:
     made = client.get("/api/version").headers["x-request-id"]
     assert len(made) == 32
     # A hostile id is replaced, never echoed.
-    assert client.get("/api/version", headers={"X-Request-Id": "a\tb<script>"}).headers["x-request-id"] != "a\tb<script>"
+    assert (
+        client.get("/api/version", headers={"X-Request-Id": "a\tb<script>"}).headers["x-request-id"] != "a\tb<script>"
+    )
 
 
 def test_api_keys(app_factory: Any) -> None:
@@ -102,9 +104,14 @@ def test_metrics_exposed_and_counted(client: TestClient) -> None:
     client.get("/livez")
     text = client.get("/metrics").text
     for name in (
-        "hugllama_requests_total", "hugllama_requests_running", "hugllama_requests_waiting",
-        "hugllama_models_loaded", "hugllama_build_info", "hugllama_time_to_first_token_seconds",
-        "hugllama_model_evictions_total", "hugllama_client_disconnects_total",
+        "hugllama_requests_total",
+        "hugllama_requests_running",
+        "hugllama_requests_waiting",
+        "hugllama_models_loaded",
+        "hugllama_build_info",
+        "hugllama_time_to_first_token_seconds",
+        "hugllama_model_evictions_total",
+        "hugllama_client_disconnects_total",
     ):
         assert name in text, name
     assert 'route="/api/version"' in text

@@ -72,7 +72,11 @@ def start_server(
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
     env.update(
-        HUGLLAMA_HOME=str(home), HUGLLAMA_SNAPSHOTS=str(shared), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", HUGLLAMA_LOG_LEVEL="INFO",
+        HUGLLAMA_HOME=str(home),
+        HUGLLAMA_SNAPSHOTS=str(shared),
+        HF_HUB_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        HUGLLAMA_LOG_LEVEL="INFO",
         HUGLLAMA_TORCH_THREADS=os.environ.get("HUGLLAMA_TORCH_THREADS", "2"),
     )
     env.update(env_extra or {})
@@ -80,7 +84,11 @@ def start_server(
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [str(HUGLLAMA), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(url, proc, home, log_path)

@@ -23,8 +23,18 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "text,seconds",
-    [("5m", 300), ("1h30m", 5400), ("-1m", -60), ("0", 0), ("2s", 2), ("1.5h", 5400), (300, 300), (-1, -1),
-     ("250ms", 0.25), ("300", 300)],
+    [
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("-1m", -60),
+        ("0", 0),
+        ("2s", 2),
+        ("1.5h", 5400),
+        (300, 300),
+        (-1, -1),
+        ("250ms", 0.25),
+        ("300", 300),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -61,8 +71,12 @@ def test_ollama_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "host,expected",
-    [("http://10.0.0.1:9000", ("10.0.0.1", 9000)), ("[::1]:8000", ("::1", 8000)), ("example", ("example", 11434)),
-     (":7000", ("127.0.0.1", 7000))],
+    [
+        ("http://10.0.0.1:9000", ("10.0.0.1", 9000)),
+        ("[::1]:8000", ("::1", 8000)),
+        ("example", ("example", 11434)),
+        (":7000", ("127.0.0.1", 7000)),
+    ],
 )
 def test_bind_forms(host: str, expected: tuple[str, int]) -> None:
     assert Settings(host=host).bind() == expected

@@ -32,7 +32,9 @@ async def available_models(engine: EngineDep) -> dict[str, Any]:
 @router.post("/models/load", status_code=202)
 async def load_model(body: LoadRequest, engine: EngineDep) -> JSONResponse:
     """Start loading a model in the background (202); poll /status."""
-    status = await _admin(engine).begin_load(body.model_name_or_path, device=body.device, quantization=body.quantization)
+    status = await _admin(engine).begin_load(
+        body.model_name_or_path, device=body.device, quantization=body.quantization
+    )
     return JSONResponse(status, status_code=202)
 
 
@@ -64,12 +66,15 @@ async def unload_model(body: UnloadRequest, engine: EngineDep) -> dict[str, Any]
 async def warm_cache(body: WarmRequest, request: Request, engine: EngineDep) -> dict[str, Any]:
     """Prefill a conversation prefix into the prefix cache so its first turn is fast."""
     try:
-        messages = tuple(
-            Message(role=str(m["role"]), content=str(m.get("content") or "")) for m in body.messages
-        )
+        messages = tuple(Message(role=str(m["role"]), content=str(m.get("content") or "")) for m in body.messages)
     except KeyError:
         raise InvalidRequest("every message needs a role", param="messages") from None
-    req = GenerationRequest(model=body.model, messages=messages, tools=tuple(body.tools),
-                            request_id=getattr(request.state, "request_id", ""), protocol="management")
+    req = GenerationRequest(
+        model=body.model,
+        messages=messages,
+        tools=tuple(body.tools),
+        request_id=getattr(request.state, "request_id", ""),
+        protocol="management",
+    )
     tokens = await _admin(engine).warm(req)
     return {"model": body.model, "prompt_tokens": tokens}
