@@ -279,6 +279,8 @@ class TransformersEngine(ModelAdminMixin):
                 self.metrics.requests_running.dec()
             if not finished:
                 res.scheduler.cancel(seq)
+                # Count what a cancelled request did generate, so the token counters show generation stopping.
+                self.metrics.generation_tokens.labels(model=label).inc(len(seq.generated))
             self._release(res)
 
     def _finalize(self, ctx: _StreamContext, final: Chunk, buffered: list[Chunk]) -> list[Chunk]:

@@ -36,6 +36,28 @@ NOT_IMPLEMENTED = ("/api/embed", "/api/embeddings", "/api/push", "/api/blobs/")
 MAX_EXAMPLES = 5
 
 
+def _fuzzer(operation: Any, failures: list[str], unsupported: bool) -> Any:
+    @given(case=operation.as_strategy())
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
+    def run(case: Any) -> None:
+        response = case.call(timeout=120)
+        if response.status_code == 501 and unsupported:
+            return
+        if response.status_code >= 500:
+            failures.append(
+                f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                f"{response.text[:300]} (body {str(case.body)[:300]})"
+            )
+
+    return run
+
+
 def test_no_server_errors(fuzz_server: ServerProcess) -> None:
     # Driven by hand rather than schemathesis' pytest plugin, whose lazy parametrization breaks on pytest 9.
     api = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
@@ -47,24 +69,8 @@ def test_no_server_errors(fuzz_server: ServerProcess) -> None:
             continue
         tried += 1
 
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def run(case: Any, unsupported: bool = operation.path.startswith(NOT_IMPLEMENTED)) -> None:
-            response = case.call(timeout=120)
-            if response.status_code == 501 and unsupported:
-                return
-            if response.status_code >= 500:
-                failures.append(
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                    f"{response.text[:300]} (body {str(case.body)[:300]})"
-                )
-
+        unsupported = operation.path.startswith(NOT_IMPLEMENTED)
+        run = _fuzzer(operation, failures, unsupported)
         run()
         assert fuzz_server.proc.poll() is None, f"the server died on {operation.method} {operation.path}"
     assert tried >= 20, "the OpenAPI document lists too few operations"
