@@ -62,7 +62,7 @@ async def measure(url: str, model: str = MODEL, *, concurrency: tuple[int, ...] 
                 "concurrency": c,
                 "unconstrained": sf,
                 "constrained": sc,
-                "constrained_valid_json": f"{valid}/{len(cons)} (the others hit max_tokens)",
+                "constrained_valid_json": f"{valid}/{len(cons)} complete (any others hit max_tokens)",
                 "slowdown_decode": _ratio(sf["decode_tok_s_p50"], sc["decode_tok_s_p50"]),
                 "slowdown_aggregate": _ratio(sf["output_tok_per_s"], sc["output_tok_per_s"]),
             }
