@@ -321,6 +321,8 @@ class BatchScheduler:
             out += tail
             if not stopped_late:
                 out += s.stop.flush()
+        if is_eos:
+            lp = ()  # the end-of-turn token is not part of the text, so neither is its logprob
         if out or lp:
             s.emit(Chunk(text=out, logprobs=lp))
         if finish is not None:

@@ -78,6 +78,8 @@ def start_server(
         PYTHONUNBUFFERED="1",
         HUGLLAMA_LOG_LEVEL="INFO",
         HUGLLAMA_TORCH_THREADS=os.environ.get("HUGLLAMA_TORCH_THREADS", "2"),
+        # Several servers and the test process share two cores: spinning OpenMP workers would starve each other.
+        OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
     )
     env.update(env_extra or {})
     log_path = home / "server.log"

@@ -18,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2:135m"
-TOKENS = 16
+TOKENS = 12
 PROMPTS = [
     "Tell me a story.",
     "What is the capital of France?",
