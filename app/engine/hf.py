@@ -257,10 +257,18 @@ class TransformersEngine(ModelAdminMixin):
                     if first_at is None:
                         first_at = time.perf_counter()
                         self.metrics.ttft.labels(model=label).observe(first_at - ctx.queued_at)
-                    if buffering:
-                        buffered.append(item)
-                    else:
+                    if not buffering:
                         yield item
+                        continue
+                    buffered.append(item)
+                    if ctx.tool_choice == "auto":
+                        # Stream what is surely prose; hold back whatever may be the start of a tool call.
+                        text = "".join(c.text for c in buffered)
+                        safe = tooling.content_holdback(text)
+                        if safe > 0:
+                            lps = tuple(lp for c in buffered for lp in c.logprobs)
+                            buffered = [Chunk(text=text[safe:])] if safe < len(text) else []
+                            yield Chunk(text=text[:safe], logprobs=lps)
                     continue
                 finished = True
                 final = self._finalize(ctx, item, buffered)
