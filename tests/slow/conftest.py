@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import ollama
+import openai
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,3 +146,22 @@ def model() -> str:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def http(real_server: str) -> Iterator[httpx.Client]:
+    """Raw HTTP against the shared real server."""
+    with httpx.Client(base_url=real_server, timeout=600) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def oc(real_server: str) -> ollama.Client:
+    """The official ollama client against the shared real server."""
+    return ollama.Client(host=real_server, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def oa(real_server: str) -> openai.OpenAI:
+    """The official openai client against the shared real server."""
+    return openai.OpenAI(base_url=real_server + "/v1", api_key="unused", timeout=600, max_retries=0)

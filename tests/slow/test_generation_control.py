@@ -28,22 +28,6 @@ GREEDY = {"temperature": 0}
 
 
 @pytest.fixture(scope="module")
-def http(real_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=real_server, timeout=600) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def oc(real_server: str) -> ollama.Client:
-    return ollama.Client(host=real_server, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def oa(real_server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=real_server + "/v1", api_key="unused", timeout=600, max_retries=0)
-
-
-@pytest.fixture(scope="module")
 def tokenizer(real_server: str, shared_snapshots: Path) -> Any:
     """The served model's tokenizer (from the snapshot the server converted), for token ids and counts."""
     found = sorted(shared_snapshots.glob("*/tokenizer.json"), key=lambda p: p.stat().st_mtime)

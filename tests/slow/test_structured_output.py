@@ -5,7 +5,7 @@ decoded together, streamed or not; bad schemas are refused with a 400."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,22 +42,6 @@ PERSON = {
 }
 # Long enough for PERSON with a short name; the engine also closes the JSON when the budget runs out.
 TOKENS = 40
-
-
-@pytest.fixture(scope="module")
-def http(real_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=real_server, timeout=600) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def oc(real_server: str) -> ollama.Client:
-    return ollama.Client(host=real_server, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def oa(real_server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=real_server + "/v1", api_key="unused", timeout=600, max_retries=0)
 
 
 def parallel(calls: list[Callable[[], Any]]) -> list[Any]:

@@ -68,22 +68,6 @@ OLLAMA_SHOTS = _shot_ollama("London") + _shot_ollama("Berlin")
 OPENAI_SHOTS = _shot_openai("London", 1) + _shot_openai("Berlin", 2)
 
 
-@pytest.fixture(scope="module")
-def http(real_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=real_server, timeout=600) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def oc(real_server: str) -> ollama.Client:
-    return ollama.Client(host=real_server, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def oa(real_server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=real_server + "/v1", api_key="unused", timeout=600, max_retries=0)
-
-
 def parallel(*calls: Callable[[], Any]) -> list[Any]:
     with ThreadPoolExecutor(len(calls)) as pool:
         futures = [pool.submit(c) for c in calls]
