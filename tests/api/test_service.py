@@ -133,3 +133,19 @@ def test_http_layer_does_not_import_torch() -> None:
         "[m for m in sys.modules if m.startswith(('torch', 'transformers'))][:5]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readyz_generation_probe(app_factory: Any, fake_engine: FakeEngine, monkeypatch: Any) -> None:
+    calls: list[bool] = []
+
+    async def probe(ok: bool) -> bool:
+        calls.append(ok)
+        return ok
+
+    monkeypatch.setattr(fake_engine, "probe", lambda: probe(True), raising=False)
+    with TestClient(app_factory(readiness="generate")) as c:
+        assert c.get("/readyz").status_code == 200
+    monkeypatch.setattr(fake_engine, "probe", lambda: probe(False), raising=False)
+    with TestClient(app_factory(readiness="generate")) as c:
+        assert c.get("/readyz").status_code == 503
+    assert calls == [True, False]
