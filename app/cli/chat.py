@@ -4,8 +4,6 @@ a piped-stdin mode (one user message per line), and a JSON history file saved at
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -13,6 +11,7 @@ from typing import Any, TextIO
 from app.cli.client import OllamaClient
 from app.cli.errors import CliError
 from app.cli.options import parse_parameter
+from app.registry.atomic import write_atomic
 
 HELP = """Available commands:
   /set parameter NAME VALUE   set a generation option (Ollama names: temperature, top_p, top_k, min_p,
@@ -109,16 +108,7 @@ class History:
         directory = self.path.parent if str(self.path.parent) else Path(".")
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    f.write(text)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(directory / self.path.name, text.encode("utf-8"))
         except OSError as exc:
             raise CliError(f"cannot save history {self.path}: {exc.strerror or exc}") from None
 

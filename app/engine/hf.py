@@ -12,8 +12,8 @@ from typing import Any
 
 from app.engine import tools as tooling
 from app.engine.admin import ModelAdminMixin
-from app.engine.constraints import ConstraintSpec, validate_format
 from app.engine.detok import IncrementalDetokenizer
+from app.engine.formats import ConstraintSpec, validate_format
 from app.engine.manager import ModelManager, Resident
 from app.engine.sampling import RowSampler
 from app.engine.scheduler import Sequence

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from app.errors import ModelNotFound, ServiceError
+from app.registry.atomic import write_atomic
 from app.registry.names import name_key, validate_alias_name
 from app.registry.types import Alias
 
@@ -130,24 +130,7 @@ class AliasStore:
             "aliases": {a.name: a.to_json() for a in sorted(aliases.values(), key=lambda a: a.name.lower())},
         }
         data = json.dumps(body, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        try:  # make the rename itself durable
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+        write_atomic(self.path, data)
         self._signature, self._aliases = self._stat(), dict(aliases)
 
     def _mutate(self, change: Any) -> Any:
