@@ -261,7 +261,7 @@ class LocalRegistry:
     def create(self, spec: AliasSpec) -> None:
         options = dict(spec.options)
         if spec.format is not None:
-            # Alias has no format field yet: the brief keeps it with the options (see the CLI report).
+            # Aliases keep JSON mode or a schema with their options; the engine applies it per request.
             options["format"] = spec.format
         alias = Alias(
             name=spec.name,

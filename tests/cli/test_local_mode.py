@@ -87,15 +87,11 @@ def test_in_process_errors_are_one_line(cli: CliRunner) -> None:
 
 @needs_catalog
 def test_create_json_mode_in_process(cli: CliRunner, cli_env: Path) -> None:
-    """Alias-level format is not in the Alias type yet: it is kept under options["format"] when the registry
-    accepts that, and otherwise refused with a clear line (never a traceback, never silently dropped)."""
+    """An alias keeps JSON mode under options["format"]; the engine applies it to every request."""
     r = cli("create", "--alias", "js", "--model", "smollm2:135m", "--json-mode")
-    if r.code == 0:
-        stored = json.loads((cli_env / "registry.json").read_text())["aliases"]["js:latest"]
-        assert stored["options"]["format"] == "json"
-    else:
-        assert r.code == 1
-        assert r.err == "error: aliases cannot store a format yet; pass --json-mode to run/chat instead\n"
+    assert r.code == 0, r.err
+    stored = json.loads((cli_env / "registry.json").read_text())["aliases"]["js:latest"]
+    assert stored["options"]["format"] == "json"
 
 
 def test_run_and_chat_start_an_embedded_server(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
