@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
+from app.engine.cpu_linear import use_skinny_linears
 from app.errors import InvalidRequest, ModelLoadFailed
 from app.registry.catalog import snapshot_key
 from app.registry.types import ModelSource
@@ -107,6 +108,7 @@ def load(
     quantization: str | None,
     trust_remote_code: bool,
     device_map: Any = None,
+    skinny_matmul: bool = True,
 ) -> LoadedWeights:
     """Load weights and tokenizer; every failure becomes ModelLoadFailed naming the model."""
     started = time.perf_counter()
@@ -125,6 +127,8 @@ def load(
         if qconfig is None and device_map is None and device != "cpu":
             model = model.to(device)  # type: ignore[arg-type]
         model.eval()  # type: ignore[no-untyped-call]
+        if skinny_matmul and qconfig is None and device == "cpu":
+            use_skinny_linears(model)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e
     return LoadedWeights(

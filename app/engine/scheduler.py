@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache
 
 from app.engine.constraints import Constraint
 from app.engine.detok import IncrementalDetokenizer
+from app.engine.kv_cache import BatchKVCache
 from app.engine.prefix_cache import KV, PrefixCache
 from app.engine.sampling import RowSampler, logprob_info, sample_rows
 from app.engine.stopping import StopMatcher
@@ -84,7 +84,7 @@ class BatchScheduler:
         self.on_step = on_step
         self._pending: collections.deque[Sequence] = collections.deque()
         self._active: list[Sequence] = []
-        self._cache: DynamicCache | None = None
+        self._cache: BatchKVCache | None = None
         self._mask: torch.Tensor | None = None  # [B, T] long
         self._cv = threading.Condition()
         self._running = True
@@ -194,7 +194,7 @@ class BatchScheduler:
             mask[i, offset + width - len(p) :] = 1
         mask[:, :offset] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
-        cache = DynamicCache(ddp_cache_data=past) if past is not None else DynamicCache()
+        cache = BatchKVCache(past)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -383,7 +383,7 @@ class BatchScheduler:
         self._mask = mask[:, start:]
         self._cache = _select(self._cache, idx.to(self.device), start)
 
-    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+    def _merge(self, cache: BatchKVCache, mask: torch.Tensor) -> None:
         if self._cache is None or self._mask is None:
             self._cache, self._mask = cache, mask
             return
@@ -397,7 +397,7 @@ class BatchScheduler:
         self._mask = torch.cat(
             [torch.nn.functional.pad(self._mask, (width - old_t, 0)), torch.nn.functional.pad(mask, (width - new_t, 0))]
         )
-        self._cache = DynamicCache(ddp_cache_data=layers)
+        self._cache = BatchKVCache(layers)
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -406,7 +406,7 @@ class BatchScheduler:
         return int(pad)
 
 
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _layers(cache: BatchKVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
 
 
@@ -417,5 +417,5 @@ def _lpad(t: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 0, missing, 0))
 
 
-def _select(cache: DynamicCache, idx: torch.Tensor, start: int = 0) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=[(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in _layers(cache)])
+def _select(cache: BatchKVCache, idx: torch.Tensor, start: int = 0) -> BatchKVCache:
+    return BatchKVCache([(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in _layers(cache)])

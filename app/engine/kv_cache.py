@@ -1,0 +1,103 @@
+"""The batch KV cache: a DynamicCache whose layers write new tokens into preallocated room.
+
+transformers' DynamicLayer concatenates the whole cache with every new token (`torch.cat` per layer per step):
+at c=16 on the embedded model that was 15% of a decode step (bench/README.md). Here each layer keeps a buffer with
+spare columns and exposes `keys`/`values` as views of its filled part, so a decode step copies one column; the buffer
+is reallocated only every `GROW` tokens. Everything else (`crop`, `batch_select_indices`, our scheduler's
+select/merge) keeps working on the views; a layer whose `keys` were replaced from outside re-seeds its buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
+
+GROW = 128  # spare columns per (re)allocation: one buffer copy every GROW decode steps
+
+
+class GrowingLayer(DynamicLayer):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+        self._len = 0
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        if not self._owns_views():
+            self._reseed()
+        n = key_states.shape[-2]
+        end = self._len + n
+        kbuf, vbuf = self._kbuf, self._vbuf
+        if kbuf is None or vbuf is None or end > kbuf.shape[-2] or kbuf.shape[:2] != key_states.shape[:2]:
+            kbuf, vbuf = self._grow(key_states, value_states, end)
+        kbuf[:, :, self._len : end].copy_(key_states)
+        vbuf[:, :, self._len : end].copy_(value_states)
+        self._len = end
+        self.keys = kbuf[:, :, :end]
+        self.values = vbuf[:, :, :end]
+        return self.keys, self.values
+
+    def _owns_views(self) -> bool:
+        """False when `keys` no longer views our buffer (crop, select or reorder replaced it)."""
+        k = self.keys
+        if self._kbuf is None:
+            return k is None or k.numel() == 0
+        return (
+            k is not None
+            and k.numel() > 0
+            and k.data_ptr() == self._kbuf.data_ptr()
+            and k.shape[-2] == self._len
+            and k.shape[:2] == self._kbuf.shape[:2]
+        )
+
+    def _reseed(self) -> None:
+        k, v = self.keys, self.values
+        self._kbuf = self._vbuf = None
+        self._len = 0
+        if k is not None and v is not None and k.numel() > 0:
+            self._kbuf, self._vbuf = _alloc(k, v, k.shape[-2])
+            self._kbuf[:, :, : k.shape[-2]].copy_(k)
+            self._vbuf[:, :, : v.shape[-2]].copy_(v)
+            self._len = k.shape[-2]
+
+    def _grow(self, keys: torch.Tensor, values: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kbuf, vbuf = _alloc(keys, values, end)
+        if self._kbuf is not None and self._vbuf is not None and self._len:
+            kbuf[:, :, : self._len].copy_(self._kbuf[:, :, : self._len])
+            vbuf[:, :, : self._len].copy_(self._vbuf[:, :, : self._len])
+        self._kbuf, self._vbuf = kbuf, vbuf
+        return kbuf, vbuf
+
+    def reset(self) -> None:
+        self._kbuf = self._vbuf = None
+        self._len = 0
+        super().reset()
+
+
+def _alloc(k: torch.Tensor, v: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    cap = -(-(tokens + GROW) // 64) * 64
+    b, h, _, dk = k.shape
+    return k.new_empty((b, h, cap, dk)), v.new_empty((b, h, cap, v.shape[-1]))
+
+
+class BatchKVCache(DynamicCache):
+    """A DynamicCache of GrowingLayers, empty or seeded with per-layer (keys, values)."""
+
+    def __init__(self, kv: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        if kv is None:
+            Cache.__init__(self, layer_class_to_replicate=GrowingLayer)
+            return
+        layers: list[Any] = []
+        for k, v in kv:
+            layer = GrowingLayer()
+            layer.update(k, v)
+            layers.append(layer)
+        Cache.__init__(self, layers=layers)

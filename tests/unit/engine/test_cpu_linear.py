@@ -1,0 +1,74 @@
+"""SkinnyLinear: same results as nn.Linear up to float rounding, and only where it is faster."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from app.engine import cpu_linear
+from app.engine.cpu_linear import SkinnyLinear, use_skinny_linears
+
+
+def _pair(bias: bool) -> tuple[nn.Linear, nn.Linear]:
+    torch.manual_seed(0)
+    ref = nn.Linear(48, 80, bias=bias)
+    fast = nn.Linear(48, 80, bias=bias)
+    fast.load_state_dict(ref.state_dict())
+    assert use_skinny_linears(fast) == 1
+    assert type(fast) is SkinnyLinear
+    return ref, fast
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 48), (4, 48), (2, 3, 48), (16, 1, 48)])
+def test_matches_linear(bias: bool, shape: tuple[int, ...]) -> None:
+    ref, fast = _pair(bias)
+    x = torch.randn(*shape)
+    got = fast(x)
+    assert got.shape == ref(x).shape
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_many_rows_take_the_usual_path() -> None:
+    ref, fast = _pair(True)
+    x = torch.randn(cpu_linear.SKINNY_MAX_ROWS + 1, 48)
+    assert torch.equal(fast(x), ref(x))  # prefill-sized inputs: nn.Linear itself, bit for bit
+
+
+def test_other_dtypes_take_the_usual_path() -> None:
+    ref, fast = _pair(False)
+    x = torch.randn(2, 48, dtype=torch.float64)
+    with pytest.raises(RuntimeError):
+        ref(x)  # mismatched dtypes fail the same way as in nn.Linear, not silently
+    with pytest.raises(RuntimeError):
+        fast(x)
+
+
+def test_switches_only_plain_fp32_linears_and_keeps_ties() -> None:
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    sub = type("QuantLinear", (nn.Linear,), {})  # stands in for bitsandbytes' Linear8bitLt/Linear4bit
+    model.model.layers[0].mlp.up_proj.__class__ = sub
+    half = model.model.layers[1].mlp.down_proj.to(torch.bfloat16)
+    ids = torch.randint(0, 64, (2, 5))
+    with torch.inference_mode():
+        half.to(torch.float32)
+        want = model(input_ids=ids).logits
+        half.to(torch.bfloat16)
+    switched = use_skinny_linears(model)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert switched == len(linears) - 2
+    assert type(model.model.layers[0].mlp.up_proj) is sub
+    assert type(half) is nn.Linear
+    assert type(model.lm_head) is SkinnyLinear
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    half.to(torch.float32)
+    with torch.inference_mode():
+        got = model(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
