@@ -27,7 +27,7 @@ def embedded_snapshot() -> Path:
     import os
 
     from app.engine.loader import ensure_snapshot
-    from app.registry.catalog import embedded_source
+    from app.registry.sources import embedded_source
 
     root = Path(os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots"))
     source = embedded_source()

