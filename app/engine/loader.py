@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from app.engine.cpu_linear import use_skinny_linears
 from app.errors import InvalidRequest, ModelLoadFailed
-from app.registry.catalog import snapshot_key
+from app.registry.sources import snapshot_key
 from app.registry.types import ModelSource
 
 log = logging.getLogger(__name__)

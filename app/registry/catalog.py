@@ -40,9 +40,6 @@ from app.registry.store import AliasStore
 from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
 from app.settings import Settings
 
-# snapshot_key lived here before sources.py; app.engine.loader still imports it from this module.
-__all__ = ["ModelCatalog", "snapshot_key"]
-
 log = logging.getLogger(__name__)
 
 _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))

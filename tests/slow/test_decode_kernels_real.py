@@ -1,0 +1,71 @@
+"""The loader switches the embedded model to the CPU decode kernels, and they keep its answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from app.engine import loader
+from app.engine.cpu_linear import SkinnyLinear
+from app.engine.kv_cache import BatchKVCache
+from app.registry.sources import embedded_source
+
+
+def _load(snapshot: Path, skinny: bool) -> loader.LoadedWeights:
+    source = embedded_source()
+    assert source is not None
+    return loader.load(
+        source,
+        snapshots=snapshot.parent,
+        device="cpu",
+        dtype="float32",
+        quantization=None,
+        trust_remote_code=False,
+        skinny_matmul=skinny,
+    )
+
+
+def _greedy(weights: loader.LoadedWeights, prompts: list[str], steps: int) -> tuple[list[list[int]], torch.Tensor]:
+    tok = weights.tokenizer
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
+    rows = [tok(text, add_special_tokens=False).input_ids for text in texts]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[tok.pad_token_id or 0] * (width - len(r)) + list(r) for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    cache = BatchKVCache()
+    out_tokens: list[list[int]] = [[] for _ in rows]
+    with torch.inference_mode():
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = weights.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1)
+        first_logits = out.logits[:, -1].clone()
+        for _ in range(steps):
+            nxt = out.logits[:, -1].argmax(-1)
+            for i, t in enumerate(nxt.tolist()):
+                out_tokens[i].append(t)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = weights.model(
+                input_ids=nxt[:, None], attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1
+            )
+    return out_tokens, first_logits
+
+
+def test_loader_switches_plain_linears_and_answers_stay_the_same(embedded_snapshot: Path) -> None:
+    fast, plain = _load(embedded_snapshot, True), _load(embedded_snapshot, False)
+    fast_linears = [m for m in fast.model.modules() if isinstance(m, nn.Linear)]
+    assert fast_linears and all(type(m) is SkinnyLinear for m in fast_linears)
+    assert not any(isinstance(m, SkinnyLinear) for m in plain.model.modules())
+    assert fast.model.get_output_embeddings().weight is fast.model.get_input_embeddings().weight
+
+    prompts = ["What is the capital of France?", "Name three colours.", "Say hello in Spanish."]
+    got, got_logits = _greedy(fast, prompts, 12)
+    want, want_logits = _greedy(plain, prompts, 12)
+    torch.testing.assert_close(got_logits, want_logits, rtol=1e-4, atol=1e-3)
+    assert got == want
+    answer = fast.tokenizer.decode(got[0])
+    assert "Paris" in answer
