@@ -5,10 +5,8 @@ Reads only file headers (safetensors JSON headers, GGUF tensor infos, config.jso
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import mmap
 import re
 import struct
 from collections.abc import Iterable, Mapping
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.errors import InvalidRequest
+from app.registry.gguf_info import GGUFInfo, read_gguf_info
 from app.registry.types import ModelSource
 
 EstimateMethod = Literal["safetensors", "gguf", "config", "file_size"]
@@ -155,133 +154,10 @@ def _safetensors_count(directory: Path) -> WeightCount | None:
 
 # --- GGUF ---
 
-# GGUF value types: (struct format, size) for fixed-size scalars; 8 = string, 9 = array.
-_GGUF_SCALARS: dict[int, tuple[str, int]] = {
-    0: ("B", 1),
-    1: ("b", 1),
-    2: ("H", 2),
-    3: ("h", 2),
-    4: ("I", 4),
-    5: ("i", 4),
-    6: ("f", 4),
-    7: ("?", 1),
-    10: ("Q", 8),
-    11: ("q", 8),
-    12: ("d", 8),
-}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-# Arrays longer than this (token lists, merges) are kept only as their length.
-_GGUF_KEEP_ARRAY = 1024
 
-
-@dataclass(frozen=True, slots=True)
-class GgufArray:
-    """A long GGUF metadata array, kept only as its length."""
-
-    length: int
-
-
-@dataclass(frozen=True, slots=True)
-class GgufHeader:
-    metadata: dict[str, Any]
-    tensors: list[tuple[str, tuple[int, ...]]]  # shapes in GGUF order (innermost dimension first)
-
-    @property
-    def architecture(self) -> str:
-        return str(self.metadata.get("general.architecture", "llama"))
-
-
-class _Cursor:
-    def __init__(self, buf: mmap.mmap | bytes, endian: str) -> None:
-        self.buf = buf
-        self.pos = 0
-        self.e = endian
-
-    def scalar(self, fmt: str, size: int) -> Any:
-        (v,) = struct.unpack_from(self.e + fmt, self.buf, self.pos)
-        self.pos += size
-        return v
-
-    def u32(self) -> int:
-        return int(self.scalar("I", 4))
-
-    def u64(self) -> int:
-        return int(self.scalar("Q", 8))
-
-    def string(self) -> str:
-        n = self.u64()
-        raw = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
-
-    def skip_string(self) -> None:
-        n = self.u64()
-        self.pos += n
-
-    def value(self, vtype: int) -> Any:
-        if vtype in _GGUF_SCALARS:
-            return self.scalar(*_GGUF_SCALARS[vtype])
-        if vtype == _GGUF_STRING:
-            return self.string()
-        if vtype == _GGUF_ARRAY:
-            itype = self.u32()
-            count = self.u64()
-            if count > _GGUF_KEEP_ARRAY:
-                if itype in _GGUF_SCALARS:
-                    self.pos += count * _GGUF_SCALARS[itype][1]
-                elif itype == _GGUF_STRING:
-                    for _ in range(count):
-                        self.skip_string()
-                else:
-                    for _ in range(count):
-                        self.value(itype)
-                return GgufArray(count)
-            return [self.value(itype) for _ in range(count)]
-        raise ValueError(f"unknown GGUF value type {vtype}")
-
-
-def read_gguf_header(path: Path) -> GgufHeader:
-    """Metadata and tensor shapes of a GGUF file (v2/v3, either byte order), without reading the weights.
-
-    Much faster than gguf.GGUFReader, which builds numpy views of every token string; cached per file version
-    because `hugllama list` and the residency checks ask for the same file repeatedly.
-    """
-    st = path.stat()
-    return _read_gguf_header_cached(path.resolve(), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _read_gguf_header_cached(path: Path, size: int, mtime_ns: int) -> GgufHeader:
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if bytes(buf[:4]) != b"GGUF":
-            raise ValueError(f"{path}: not a GGUF file")
-        (version,) = struct.unpack_from("<I", buf, 4)
-        endian = "<"
-        if version & 0xFFFF == 0:  # a big-endian file read little-endian
-            endian = ">"
-            (version,) = struct.unpack_from(">I", buf, 4)
-        if version < 2:
-            raise ValueError(f"{path}: GGUF version {version} is not supported")
-        cur = _Cursor(buf, endian)
-        cur.pos = 8
-        n_tensors, n_kv = cur.u64(), cur.u64()
-        metadata: dict[str, Any] = {}
-        for _ in range(n_kv):
-            key = cur.string()
-            metadata[key] = cur.value(cur.u32())
-        tensors: list[tuple[str, tuple[int, ...]]] = []
-        for _ in range(n_tensors):
-            name = cur.string()
-            n_dims = cur.u32()
-            dims = tuple(cur.u64() for _ in range(n_dims))
-            cur.pos += 4 + 8  # ggml type, data offset
-            tensors.append((name, dims))
-    return GgufHeader(metadata, tensors)
-
-
-def _gguf_count(header: GgufHeader) -> WeightCount:
+def _gguf_count(info: GGUFInfo) -> WeightCount:
     # GGUF stores [in, out]: the output rows are the second dimension.
-    return count_tensors(header.tensors, "gguf", rows_axis=1)
+    return count_tensors(((t.name, t.shape) for t in info.tensors), "gguf", rows_axis=1)
 
 
 def _first_int(value: Any) -> int | None:
@@ -293,19 +169,18 @@ def _first_int(value: Any) -> int | None:
     return int(value)
 
 
-def _gguf_dims(header: GgufHeader) -> ModelDims:
-    md, arch = header.metadata, header.architecture
+def _gguf_dims(info: GGUFInfo) -> ModelDims:
+    arch = str(info.metadata.get("general.architecture", "llama"))
 
     def get(key: str) -> int | None:
-        return _first_int(md.get(f"{arch}.{key}"))
+        return _first_int(info.value(f"{arch}.{key}"))
 
     hidden, heads = get("embedding_length"), get("attention.head_count")
     kv_heads = get("attention.head_count_kv") or heads
     head_dim = get("attention.key_length") or (hidden // heads if hidden and heads else None)
     vocab = get("vocab_size")
     if vocab is None:
-        tokens = md.get("tokenizer.ggml.tokens")
-        vocab = tokens.length if isinstance(tokens, GgufArray) else len(tokens) if isinstance(tokens, list) else None
+        vocab = info.array_lengths.get("tokenizer.ggml.tokens")
     return ModelDims(
         layers=get("block_count"),
         kv_heads=kv_heads,
@@ -422,7 +297,7 @@ def model_dims(source: ModelSource) -> ModelDims:
     """Layer/head/context numbers from the GGUF metadata or config.json (empty ModelDims when neither exists)."""
     gguf = _gguf_path(source)
     if gguf is not None:
-        return _gguf_dims(read_gguf_header(gguf))
+        return _gguf_dims(read_gguf_info(gguf))
     config = _read_config(source.path)
     return _config_dims(config) if config is not None else ModelDims()
 
@@ -438,7 +313,7 @@ def weight_count(source: ModelSource) -> WeightCount | None:
     """Parameter counts by the best available method, or None if only file sizes are known."""
     gguf = _gguf_path(source)
     if gguf is not None:
-        return _gguf_count(read_gguf_header(gguf))
+        return _gguf_count(read_gguf_info(gguf))
     counted = _safetensors_count(source.path)
     if counted is not None:
         return counted

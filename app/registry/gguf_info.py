@@ -1,21 +1,26 @@
-"""GGUF header reader: key/value metadata, tensor count and parameter count, without loading tensors.
+"""GGUF header reader: key/value metadata and tensor infos (names, shapes, ggml types, byte sizes), never the data.
 
-A streaming parser of the GGUF header in pure Python: `gguf.GGUFReader` maps every tokenizer array into
-numpy fields and takes seconds on a small model, too slow for /api/tags. The `gguf` package (numpy) is only
-used in tests to check the file-type names below.
+The one GGUF parser of the project: the registry takes model facts from it, the hardware estimate takes tensor
+shapes to split quantised from unquantised weights. Pure Python over an mmap of the file, so only the header pages
+are read: `gguf.GGUFReader` maps every tokenizer array into numpy fields and takes seconds on a small model, too
+slow for /api/tags and `hugllama list`. The `gguf` package (numpy) is only used in tests to check the tables below.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 GGUF_MAGIC = b"GGUF"
-MAX_ARRAY_KEPT = 5  # longer arrays are summarised (Ollama sends them as [] unless verbose)
+MAX_ARRAY_KEPT = 5  # longer arrays are summarised in `metadata` (Ollama sends them as [] unless verbose)
+MAX_ARRAY_VALUES = 1024  # arrays up to this long (per-layer head counts) are also kept whole for `value()`
 FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+_FIM_BYTES = frozenset(t.encode() for t in FIM_TOKENS)
 
 # llama.cpp's LlamaFileType (general.file_type) names, as gguf.LlamaFileType spells them without "MOSTLY_".
 FILE_TYPE_NAMES: dict[int, str] = {
@@ -26,9 +31,19 @@ FILE_TYPE_NAMES: dict[int, str] = {
     36: "TQ1_0", 37: "TQ2_0",
 }  # fmt: skip
 
+# ggml tensor type -> (elements per block, bytes per block), as gguf.GGML_QUANT_SIZES has them.
+GGML_BLOCK_SIZES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+
 # value type -> struct format (scalars)
 _SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+_MAX_STRING = 1 << 26  # bytes; a longer length field means a corrupt header
 
 
 class GGUFError(ValueError):
@@ -36,13 +51,42 @@ class GGUFError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class GGUFTensor:
+    name: str
+    shape: tuple[int, ...]  # GGUF order, innermost dimension first: a Linear weight is [in, out]
+    ggml_type: int
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def n_bytes(self) -> int | None:
+        """Size of the tensor's data; None for a ggml type this reader does not know."""
+        block = GGML_BLOCK_SIZES.get(self.ggml_type)
+        return None if block is None else self.n_elements // block[0] * block[1]
+
+
+@dataclass(frozen=True, slots=True)
 class GGUFInfo:
     version: int
     metadata: dict[str, Any]  # arrays longer than MAX_ARRAY_KEPT are replaced by []
     array_lengths: dict[str, int]
-    tensor_count: int
-    parameter_count: int
+    array_values: dict[str, list[Any]]  # every array of at most MAX_ARRAY_VALUES items, whole
+    tensors: tuple[GGUFTensor, ...]
     fim_tokens: frozenset[str] = field(default_factory=frozenset)
+
+    def value(self, key: str) -> Any:
+        """A metadata value with arrays up to MAX_ARRAY_VALUES items whole; longer ones are [] as in `metadata`."""
+        return self.array_values[key] if key in self.array_values else self.metadata.get(key)
+
+    @property
+    def tensor_count(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
 
     @property
     def architecture(self) -> str:
@@ -70,25 +114,55 @@ class GGUFInfo:
         return all(t in self.fim_tokens for t in FIM_TOKENS)
 
 
-class _Reader:
-    def __init__(self, f: BinaryIO, endian: str) -> None:
-        self.f = f
-        self.e = endian
+class _Cursor:
+    """Reads forward through the mapped header; a read past the end of the file is a truncated header."""
 
-    def read(self, n: int) -> bytes:
-        b = self.f.read(n)
-        if len(b) != n:
+    def __init__(self, buf: mmap.mmap, pos: int, endian: str) -> None:
+        self.buf = buf
+        self.pos = pos
+        self.end = len(buf)
+        self.structs = {fmt: struct.Struct(endian + fmt) for fmt in _SCALARS.values()}
+
+    def take(self, n: int) -> int:
+        """Advance past n bytes; returns where they start."""
+        start = self.pos
+        if start + n > self.end:
             raise GGUFError("truncated GGUF header")
-        return b
+        self.pos = start + n
+        return start
 
     def scalar(self, fmt: str) -> Any:
-        return struct.unpack(self.e + fmt, self.read(struct.calcsize(fmt)))[0]
+        s = self.structs[fmt]
+        return s.unpack_from(self.buf, self.take(s.size))[0]
+
+    def string_bytes(self) -> bytes:
+        n = self.scalar("Q")
+        if n > _MAX_STRING:
+            raise GGUFError("implausible string length")
+        start = self.take(n)
+        return self.buf[start : start + n]
+
+    def skip_strings(self, count: int, watch: frozenset[bytes]) -> set[bytes]:
+        """Step over `count` strings (the hot loop of a 150k-token vocabulary); returns those found in `watch`."""
+        buf, end, length = self.buf, self.end, self.structs["Q"]
+        pos, found = self.pos, set()
+        for _ in range(count):
+            if pos + 8 > end:
+                raise GGUFError("truncated GGUF header")
+            (n,) = length.unpack_from(buf, pos)
+            if n > _MAX_STRING:
+                raise GGUFError("implausible string length")
+            pos += 8
+            if pos + n > end:
+                raise GGUFError("truncated GGUF header")
+            if watch and buf[pos : pos + n] in watch:
+                found.add(buf[pos : pos + n])
+            pos += n
+        self.pos = pos
+        return found
 
     def string(self) -> str:
-        n = self.scalar("Q")
-        if n > 1 << 26:
-            raise GGUFError("implausible string length")
-        return self.read(n).decode("utf-8", errors="replace")
+        return self.string_bytes().decode("utf-8", errors="replace")
 
     def value(self, vtype: int) -> Any:
         if vtype in _SCALARS:
@@ -107,59 +181,58 @@ def _read(path: Path) -> GGUFInfo:
         version = struct.unpack("<I", raw_version)[0]
         if version > 0xFFFF:  # big-endian file
             endian, version = ">", struct.unpack(">I", raw_version)[0]
-        r = _Reader(f, endian)
-        if version == 1:
-            tensor_count, kv_count = r.scalar("I"), r.scalar("I")
-        else:
-            tensor_count, kv_count = r.scalar("Q"), r.scalar("Q")
-        metadata: dict[str, Any] = {}
-        lengths: dict[str, int] = {}
-        fim: set[str] = set()
-        for _ in range(kv_count):
-            key = r.string()
-            vtype = r.scalar("I")
-            if vtype != _ARRAY:
-                metadata[key] = r.value(vtype)
-                continue
-            itype, count = r.scalar("I"), r.scalar("Q")
-            lengths[key] = count
-            keep = count <= MAX_ARRAY_KEPT
-            if itype == _STRING:
-                items: list[Any] = []
-                watch = key == "tokenizer.ggml.tokens"
-                for _ in range(count):
-                    s = r.string()
-                    if keep:
-                        items.append(s)
-                    if watch and s in FIM_TOKENS:
-                        fim.add(s)
-                metadata[key] = items if keep else []
-            elif itype in _SCALARS:
-                fmt = _SCALARS[itype]
-                size = struct.calcsize(fmt)
-                if keep:
-                    metadata[key] = [r.scalar(fmt) for _ in range(count)]
-                else:
-                    f.seek(size * count, 1)
-                    metadata[key] = []
-            else:
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            return _parse(_Cursor(buf, 8, endian), version)
+
+
+def _parse(r: _Cursor, version: int) -> GGUFInfo:
+    if version == 1:
+        tensor_count, kv_count = r.scalar("I"), r.scalar("I")
+    else:
+        tensor_count, kv_count = r.scalar("Q"), r.scalar("Q")
+    metadata: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    values: dict[str, list[Any]] = {}
+    fim: set[str] = set()
+    for _ in range(kv_count):
+        key = r.string()
+        vtype = r.scalar("I")
+        if vtype != _ARRAY:
+            metadata[key] = r.value(vtype)
+            continue
+        itype, count = r.scalar("I"), r.scalar("Q")
+        lengths[key] = count
+        if count <= MAX_ARRAY_VALUES:
+            if itype != _STRING and itype not in _SCALARS:
                 raise GGUFError(f"unsupported nested array in {key}")
-        params = 0
-        for _ in range(tensor_count):
-            r.string()
-            n_dims = r.scalar("I")
-            n = 1
-            for _ in range(n_dims):
-                n *= r.scalar("Q")
-            r.scalar("I")  # ggml type
-            r.scalar("Q")  # offset
-            params += n
+            items = [r.value(itype) for _ in range(count)]
+            values[key] = items
+            metadata[key] = items if count <= MAX_ARRAY_KEPT else []
+            if key == "tokenizer.ggml.tokens":
+                fim.update(t for t in items if t in FIM_TOKENS)
+        elif itype == _STRING:  # token lists and merges: skipped, not decoded
+            found = r.skip_strings(count, watch=_FIM_BYTES if key == "tokenizer.ggml.tokens" else frozenset())
+            fim.update(t.decode() for t in found)
+            metadata[key] = []
+        elif itype in _SCALARS:
+            r.pos += struct.calcsize(_SCALARS[itype]) * count
+            metadata[key] = []
+        else:
+            raise GGUFError(f"unsupported nested array in {key}")
+    tensors: list[GGUFTensor] = []
+    for _ in range(tensor_count):
+        name = r.string()
+        n_dims = r.scalar("I")
+        shape = tuple(r.scalar("Q") for _ in range(n_dims))
+        ggml_type = r.scalar("I")
+        r.scalar("Q")  # offset of the data
+        tensors.append(GGUFTensor(name, shape, ggml_type))
     return GGUFInfo(
         version=version,
         metadata=metadata,
         array_lengths=lengths,
-        tensor_count=tensor_count,
-        parameter_count=params,
+        array_values=values,
+        tensors=tuple(tensors),
         fim_tokens=frozenset(fim),
     )
 
@@ -170,7 +243,7 @@ def _cached(path: str, mtime_ns: int, size: int) -> GGUFInfo:
 
 
 def read_gguf_info(path: Path) -> GGUFInfo:
-    """Header facts of a GGUF file (cached per path, mtime and size).
+    """Header facts of a GGUF file (cached per path, mtime and size: listings and residency checks ask again).
 
     Raises:
         GGUFError: not a GGUF file, or a truncated/corrupt header.

@@ -11,7 +11,6 @@ from safetensors.numpy import save_file
 
 from app.errors import InvalidRequest
 from app.hardware.estimate import (
-    GgufArray,
     ModelDims,
     config_count,
     count_tensors,
@@ -19,10 +18,10 @@ from app.hardware.estimate import (
     estimate,
     kv_cache_bytes,
     model_dims,
-    read_gguf_header,
     read_safetensors_header,
     weight_count,
 )
+from app.registry.gguf_info import read_gguf_info
 from app.registry.types import ModelSource
 
 # A tiny llama: the shapes, not the values, are what the estimate reads.
@@ -268,12 +267,13 @@ def _write_gguf(path: Path, n_tokens: int = 2000) -> dict[str, tuple[int, ...]]:
 
 def test_gguf_header(tmp_path: Path) -> None:
     _write_gguf(tmp_path / "m.gguf")
-    header = read_gguf_header(tmp_path / "m.gguf")
+    header = read_gguf_info(tmp_path / "m.gguf")
     assert header.architecture == "llama"
     assert header.metadata["llama.block_count"] == LAYERS
-    assert header.metadata["tokenizer.ggml.tokens"] == GgufArray(2000)
+    assert header.value("tokenizer.ggml.tokens") == []  # long arrays are kept only as their length
+    assert header.array_lengths["tokenizer.ggml.tokens"] == 2000
     assert header.metadata["llama.small_array"] == [1, 2, 3]
-    assert dict(header.tensors)["blk.0.ffn_up.weight"] == (HIDDEN, INTER)
+    assert {t.name: t.shape for t in header.tensors}["blk.0.ffn_up.weight"] == (HIDDEN, INTER)
 
 
 def test_gguf_estimate_dequantises_into_dtype(tmp_path: Path) -> None:
@@ -301,7 +301,7 @@ def test_gguf_dims(tmp_path: Path) -> None:
 def test_not_a_gguf(tmp_path: Path) -> None:
     (tmp_path / "x.gguf").write_bytes(b"NOPE" + b"\0" * 32)
     with pytest.raises(ValueError):
-        read_gguf_header(tmp_path / "x.gguf")
+        read_gguf_info(tmp_path / "x.gguf")
 
 
 def test_embedded_gguf_parameter_count(embedded_gguf: Path) -> None:
@@ -337,3 +337,20 @@ def test_embedded_gguf_parameter_count(embedded_gguf: Path) -> None:
 def test_which_tensors_bitsandbytes_quantises(name: str, shape: tuple[int, ...], linear: bool) -> None:
     count = count_tensors([(name, shape)], "safetensors")
     assert (count.linear == math.prod(shape)) is linear
+
+
+def test_gguf_per_layer_kv_heads_bound_the_cache(tmp_path: Path) -> None:
+    import gguf
+
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(8)
+    w.add_embedding_length(HIDDEN)
+    w.add_head_count(HEADS)
+    w.add_array("llama.attention.head_count_kv", [1, 2, 1, 2, 1, 2, 1, 1])  # longer than Ollama shows
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    dims = model_dims(ModelSource("gguf", tmp_path, gguf_file="m.gguf"))
+    assert (dims.layers, dims.kv_heads, dims.heads) == (8, 2, HEADS)
