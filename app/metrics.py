@@ -81,6 +81,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.forward_passes = Counter(
+            "hugllama_forward_passes_total",
+            "Model forward passes: prefill (newcomers, grouped) and decode (one per step for all rows).",
+            ["model", "kind"],
+            registry=r,
+        )
         self.build_info = Info("hugllama_build", "Build information.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 

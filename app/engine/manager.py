@@ -285,6 +285,7 @@ class ModelManager:
             device=self.device if weights.quantization is None else str(weights.model.device),
             prefix_cache=prefix,
             kv_budget_tokens=budget_tokens,
+            on_forward=lambda kind: self.metrics.forward_passes.labels(model=label, kind=kind).inc(),
         )
         self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
         self.metrics.model_memory_estimate.labels(model=label).set(need)

@@ -72,6 +72,7 @@ class BatchScheduler:
         prefix_cache: PrefixCache | None = None,
         kv_budget_tokens: int = 0,
         on_step: Callable[[int, int], None] | None = None,
+        on_forward: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -82,6 +83,7 @@ class BatchScheduler:
         self.prefix_cache = prefix_cache
         self.kv_budget_tokens = kv_budget_tokens
         self.on_step = on_step
+        self.on_forward = on_forward
         self._pending: collections.deque[Sequence] = collections.deque()
         self._active: list[Sequence] = []
         self._cache: BatchKVCache | None = None
@@ -171,28 +173,32 @@ class BatchScheduler:
         return out
 
     def _prefill(self, newcomers: list[Sequence]) -> None:
-        fresh: list[Sequence] = []
+        # Every prefill pass streams all the weights however few tokens it computes, so newcomers share passes:
+        # grouped by how many prompt tokens each must compute (the rest comes from the prefix cache).
+        items: list[_Newcomer] = []
         for seq in newcomers:
-            hit, kv = (0, None)
-            if self.prefix_cache is not None:
-                hit, kv = self.prefix_cache.lookup(seq.prompt_ids)
-            if kv is None:
-                fresh.append(seq)
-            else:
-                seq.cached_tokens = hit
-                self._prefill_group([seq], kv, hit)
-        if fresh:
-            self._prefill_group(fresh, None, 0)
+            hit, kv = self.prefix_cache.lookup(seq.prompt_ids) if self.prefix_cache is not None else (0, None)
+            items.append(_Newcomer(seq, hit if kv is not None else 0, kv))
+        for group in _prefill_groups(items):
+            self._prefill_group(group)
 
-    def _prefill_group(self, seqs: list[Sequence], past: KV | None, offset: int) -> None:
-        prompts = [s.prompt_ids[offset:] for s in seqs]
-        width = max(len(p) for p in prompts)
+    def _prefill_group(self, group: list[_Newcomer]) -> None:
+        """One forward pass over newcomers. All rows compute the same number of new tokens (`width`), each row
+        reusing `len(prompt) - width` cached tokens (never more than its hit): every row's tokens stay contiguous
+        and right-aligned, with padding only on the left, which the prefix cache and the batch cache rely on."""
+        seqs = [g.seq for g in group]
+        width = max(g.need for g in group)
+        reuse = [max(0, len(g.seq.prompt_ids) - width) for g in group]
+        offset = max(reuse)
         ids = torch.full((len(seqs), width), self._pad_id(), dtype=torch.long)
         mask = torch.zeros((len(seqs), offset + width), dtype=torch.long)
-        for i, p in enumerate(prompts):
+        for i, (s, used) in enumerate(zip(seqs, reuse, strict=True)):
+            p = s.prompt_ids[used:]
             ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
             mask[i, offset + width - len(p) :] = 1
-        mask[:, :offset] = 1
+            mask[i, offset - used : offset] = 1
+            s.cached_tokens = used
+        past = _stack_pasts(group, reuse, offset) if offset else None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
         cache = BatchKVCache(past)
         out = self.model(
@@ -204,6 +210,8 @@ class BatchScheduler:
             logits_to_keep=1,
         )
         self.forward_tokens += int(ids.numel())
+        if self.on_forward is not None:
+            self.on_forward("prefill")
         logits = out.logits[:, -1, :].float().cpu()
         for s in seqs:
             s.fed = list(s.prompt_ids)
@@ -252,6 +260,8 @@ class BatchScheduler:
             logits_to_keep=1,
         )
         self.steps += 1
+        if self.on_forward is not None:
+            self.on_forward("decode")
         self.forward_tokens += len(rows)
         for s in rows:
             s.fed.append(s.last)
@@ -404,6 +414,47 @@ class BatchScheduler:
         if pad is None:
             pad = next(iter(self.eos_ids), 0)
         return int(pad)
+
+
+@dataclass
+class _Newcomer:
+    seq: Sequence
+    hit: int  # cached prompt tokens available
+    kv: KV | None
+
+    @property
+    def need(self) -> int:
+        return len(self.seq.prompt_ids) - self.hit
+
+
+def _prefill_groups(items: list[_Newcomer]) -> list[list[_Newcomer]]:
+    """Newcomers grouped for shared prefill passes: a row joins a group when the group's width (the most new
+    tokens any of its rows computes) stays within max(32, 2x) of the fewest, so short suffixes are not padded out
+    to a long fresh prompt."""
+    groups: list[list[_Newcomer]] = []
+    for item in sorted(items, key=lambda n: n.need):
+        if groups and item.need - groups[-1][0].need <= max(32, groups[-1][0].need):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _stack_pasts(group: list[_Newcomer], reuse: list[int], offset: int) -> KV:
+    """The group's cached KV as one batch, each row's `reuse` tokens right-aligned in `offset` columns."""
+    sample = next(g.kv for g, used in zip(group, reuse, strict=True) if used and g.kv is not None)
+    out: KV = []
+    for layer, (k0, v0) in enumerate(sample):
+        ks, vs = [], []
+        for g, used in zip(group, reuse, strict=True):
+            if used and g.kv is not None:
+                k, v = g.kv[layer][0][:, :, :used], g.kv[layer][1][:, :, :used]
+            else:
+                k, v = k0[:, :, :0], v0[:, :, :0]
+            ks.append(_lpad(k, offset))
+            vs.append(_lpad(v, offset))
+        out.append((torch.cat(ks), torch.cat(vs)))
+    return out
 
 
 def _layers(cache: BatchKVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,0 +1,39 @@
+"""Newcomers share prefill passes when the numbers of prompt tokens they must compute are close."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.engine.scheduler import _Newcomer, _prefill_groups
+
+
+@dataclass
+class _Seq:
+    prompt_ids: list[int] = field(default_factory=list)
+
+
+def _items(*spec: tuple[int, int]) -> list[_Newcomer]:
+    """(prompt length, cached hit) per newcomer; tagged by index through the prompt's first token."""
+    return [_Newcomer(_Seq([i] * n), hit, None) for i, (n, hit) in enumerate(spec)]  # type: ignore[arg-type]
+
+
+def _tags(groups: list[list[_Newcomer]]) -> list[list[int]]:
+    return [sorted(g.seq.prompt_ids[0] for g in group) for group in groups]
+
+
+def test_short_suffixes_share_one_pass() -> None:
+    # Same system prompt cached (24 tokens), different questions: 6-16 tokens to compute each.
+    assert _tags(_prefill_groups(_items((30, 24), (40, 24), (36, 24), (35, 24)))) == [[0, 1, 2, 3]]
+
+
+def test_fresh_prompts_of_similar_length_share_a_pass() -> None:
+    assert _tags(_prefill_groups(_items((30, 0), (50, 0), (20, 24 - 24)))) == [[0, 1, 2]]
+
+
+def test_a_long_fresh_prompt_does_not_pad_out_short_suffixes() -> None:
+    groups = _prefill_groups(_items((30, 24), (1500, 0), (36, 24), (1400, 0)))
+    assert _tags(groups) == [[0, 2], [1, 3]]
+
+
+def test_no_newcomers_no_groups() -> None:
+    assert _prefill_groups([]) == []
