@@ -21,7 +21,8 @@ import torch
 from app.engine.constraints import Constraint
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.kv_cache import BatchKVCache
-from app.engine.prefix_cache import KV, PrefixCache
+from app.engine.prefill import Newcomer, lpad, prefill_groups, stack_pasts
+from app.engine.prefix_cache import PrefixCache
 from app.engine.sampling import RowSampler, logprob_info, sample_rows
 from app.engine.stopping import StopMatcher
 from app.engine.types import Chunk, FinishReason, TokenLogprob, TopLogprob
@@ -175,14 +176,14 @@ class BatchScheduler:
     def _prefill(self, newcomers: list[Sequence]) -> None:
         # Every prefill pass streams all the weights however few tokens it computes, so newcomers share passes:
         # grouped by how many prompt tokens each must compute (the rest comes from the prefix cache).
-        items: list[_Newcomer] = []
+        items: list[Newcomer] = []
         for seq in newcomers:
             hit, kv = self.prefix_cache.lookup(seq.prompt_ids) if self.prefix_cache is not None else (0, None)
-            items.append(_Newcomer(seq, hit if kv is not None else 0, kv))
-        for group in _prefill_groups(items):
+            items.append(Newcomer(seq, hit if kv is not None else 0, kv))
+        for group in prefill_groups(items):
             self._prefill_group(group)
 
-    def _prefill_group(self, group: list[_Newcomer]) -> None:
+    def _prefill_group(self, group: list[Newcomer]) -> None:
         """One forward pass over newcomers. All rows compute the same number of new tokens (`width`), each row
         reusing `len(prompt) - width` cached tokens (never more than its hit): every row's tokens stay contiguous
         and right-aligned, with padding only on the left, which the prefix cache and the batch cache rely on."""
@@ -198,7 +199,7 @@ class BatchScheduler:
             mask[i, offset + width - len(p) :] = 1
             mask[i, offset - used : offset] = 1
             s.cached_tokens = used
-        past = _stack_pasts(group, reuse, offset) if offset else None
+        past = stack_pasts(group, reuse, offset) if offset else None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
         cache = BatchKVCache(past)
         out = self.model(
@@ -402,7 +403,7 @@ class BatchScheduler:
         layers = []
         for (k1, v1, *_), (k2, v2, *_) in zip(_layers(self._cache), _layers(cache), strict=True):
             layers.append(
-                (torch.cat([_lpad(k1, width), _lpad(k2, width)]), torch.cat([_lpad(v1, width), _lpad(v2, width)]))
+                (torch.cat([lpad(k1, width), lpad(k2, width)]), torch.cat([lpad(v1, width), lpad(v2, width)]))
             )
         self._mask = torch.cat(
             [torch.nn.functional.pad(self._mask, (width - old_t, 0)), torch.nn.functional.pad(mask, (width - new_t, 0))]
@@ -416,56 +417,8 @@ class BatchScheduler:
         return int(pad)
 
 
-@dataclass
-class _Newcomer:
-    seq: Sequence
-    hit: int  # cached prompt tokens available
-    kv: KV | None
-
-    @property
-    def need(self) -> int:
-        return len(self.seq.prompt_ids) - self.hit
-
-
-def _prefill_groups(items: list[_Newcomer]) -> list[list[_Newcomer]]:
-    """Newcomers grouped for shared prefill passes: a row joins a group when the group's width (the most new
-    tokens any of its rows computes) stays within max(32, 2x) of the fewest, so short suffixes are not padded out
-    to a long fresh prompt."""
-    groups: list[list[_Newcomer]] = []
-    for item in sorted(items, key=lambda n: n.need):
-        if groups and item.need - groups[-1][0].need <= max(32, groups[-1][0].need):
-            groups[-1].append(item)
-        else:
-            groups.append([item])
-    return groups
-
-
-def _stack_pasts(group: list[_Newcomer], reuse: list[int], offset: int) -> KV:
-    """The group's cached KV as one batch, each row's `reuse` tokens right-aligned in `offset` columns."""
-    sample = next(g.kv for g, used in zip(group, reuse, strict=True) if used and g.kv is not None)
-    out: KV = []
-    for layer, (k0, v0) in enumerate(sample):
-        ks, vs = [], []
-        for g, used in zip(group, reuse, strict=True):
-            if used and g.kv is not None:
-                k, v = g.kv[layer][0][:, :, :used], g.kv[layer][1][:, :, :used]
-            else:
-                k, v = k0[:, :, :0], v0[:, :, :0]
-            ks.append(_lpad(k, offset))
-            vs.append(_lpad(v, offset))
-        out.append((torch.cat(ks), torch.cat(vs)))
-    return out
-
-
 def _layers(cache: BatchKVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
-
-
-def _lpad(t: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - t.shape[-2]
-    if missing <= 0:
-        return t
-    return torch.nn.functional.pad(t, (0, 0, missing, 0))
 
 
 def _select(cache: BatchKVCache, idx: torch.Tensor, start: int = 0) -> BatchKVCache:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.engine.scheduler import _Newcomer, _prefill_groups
+from app.engine.prefill import Newcomer as _Newcomer
+from app.engine.prefill import prefill_groups as _prefill_groups
 
 
 @dataclass
