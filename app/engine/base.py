@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from app.engine.types import Chunk, GenerationRequest, RunningModel
+from app.engine.types import Chunk, EmbeddingRequest, Embeddings, GenerationRequest, RunningModel
 
 
 class Engine(Protocol):
@@ -16,6 +16,10 @@ class Engine(Protocol):
         raises here, so the HTTP layer can still answer with a real status. Closing the iterator early
         cancels the generation.
         """
+        ...
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """One vector per input, in order (raises like `start` for an unknown model or a bad field)."""
         ...
 
     async def load(self, model: str, *, keep_alive: float | None = None) -> float:

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from app.engine.types import Chunk, FinishReason, GenerationRequest, RunningModel, Timings, ToolCall, Usage
-from app.errors import GenerationFailed, ModelNotFound
+from app.engine.types import (
+    Chunk,
+    EmbeddingRequest,
+    Embeddings,
+    FinishReason,
+    GenerationRequest,
+    RunningModel,
+    Timings,
+    ToolCall,
+    Usage,
+)
+from app.errors import GenerationFailed, InvalidRequest, ModelNotFound
+
+FAKE_DIMS = 8
 
 
 class FakeEngine:
@@ -32,6 +46,7 @@ class FakeEngine:
         self.fail_after = fail_after
         self.tool_calls = tuple(tool_calls)
         self.requests: list[GenerationRequest] = []
+        self.embed_requests: list[EmbeddingRequest] = []
         self.cancelled = False
         self.loaded: dict[str, float] = {}
         self.closed = False
@@ -85,6 +100,24 @@ class FakeEngine:
         except (GeneratorExit, asyncio.CancelledError):
             self.cancelled = True
             raise
+
+    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+        """FAKE_DIMS-long vectors derived from each input's hash (not unit length unless `normalize`)."""
+        self._check(req.model)
+        self.embed_requests.append(req)
+        self.loaded[req.model] = time.time()
+        if req.dimensions is not None and not 0 < req.dimensions <= FAKE_DIMS:
+            raise InvalidRequest(f"dimensions must be between 1 and {FAKE_DIMS}", param="dimensions")
+        vectors = []
+        for text in req.inputs:
+            digest = hashlib.sha256(text.encode()).digest()
+            v = [3.0 * (b - 127.5) / 127.5 for b in digest[:FAKE_DIMS]][: req.dimensions or FAKE_DIMS]
+            if req.normalize:
+                norm = math.sqrt(sum(x * x for x in v)) or 1.0
+                v = [x / norm for x in v]
+            vectors.append(tuple(v))
+        tokens = sum(len(t.split()) for t in req.inputs)
+        return Embeddings(vectors=tuple(vectors), prompt_tokens=tokens, load_ns=1000, total_ns=1_000_000)
 
     async def load(self, model: str, *, keep_alive: float | None = None) -> float:
         self._check(model)

@@ -13,6 +13,7 @@ from typing import Any
 from app.engine import tools as tooling
 from app.engine.admin import ModelAdminMixin
 from app.engine.detok import IncrementalDetokenizer
+from app.engine.embeddings import EmbeddingMixin
 from app.engine.formats import ConstraintSpec, validate_format
 from app.engine.manager import ModelManager, Resident
 from app.engine.sampling import RowSampler
@@ -30,7 +31,7 @@ from app.engine.types import (
 from app.errors import GenerationFailed, InvalidRequest, Overloaded
 from app.metrics import Metrics
 from app.registry.catalog_base import Catalog
-from app.registry.types import Alias, ResolvedModel
+from app.registry.types import Alias
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESERVE = 512
 
 
-class TransformersEngine(ModelAdminMixin):
+class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
     def __init__(self, settings: Settings, catalog: Catalog, metrics: Metrics) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -95,7 +96,7 @@ class TransformersEngine(ModelAdminMixin):
             await self.manager.unload(resolved)
             return 0.0
         started = time.perf_counter()
-        await self.manager.ensure(resolved, self._keep_alive(resolved, keep_alive))
+        await self.manager.ensure(resolved, resolved.keep_alive(keep_alive))
         return 0.0 if before is not None else time.perf_counter() - started
 
     async def unload(self, model: str) -> bool:
@@ -103,12 +104,6 @@ class TransformersEngine(ModelAdminMixin):
 
     def running(self) -> list[RunningModel]:
         return self.manager.running()
-
-    @staticmethod
-    def _keep_alive(resolved: ResolvedModel, requested: float | None) -> float | None:
-        if requested is not None:
-            return requested
-        return resolved.alias.keep_alive if resolved.alias else None
 
     # ---- generation ----
     async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
@@ -125,7 +120,7 @@ class TransformersEngine(ModelAdminMixin):
         queued_at = time.perf_counter()
         try:
             load_started = time.perf_counter()
-            res = await self.manager.acquire(resolved, self._keep_alive(resolved, req.keep_alive))
+            res = await self.manager.acquire(resolved, resolved.keep_alive(req.keep_alive))
             load_ns = int((time.perf_counter() - load_started) * 1e9)
         except BaseException:
             self._waiting -= 1

@@ -9,12 +9,13 @@ left-padding the shorter of the two caches. Finished rows are dropped and all-pa
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,6 +30,8 @@ from app.engine.types import Chunk, FinishReason, TokenLogprob, TopLogprob
 from app.errors import GenerationFailed
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -72,7 +75,6 @@ class BatchScheduler:
         device: str,
         prefix_cache: PrefixCache | None = None,
         kv_budget_tokens: int = 0,
-        on_step: Callable[[int, int], None] | None = None,
         on_forward: Callable[[str], None] | None = None,
     ) -> None:
         self.model = model
@@ -83,9 +85,9 @@ class BatchScheduler:
         self.device = device
         self.prefix_cache = prefix_cache
         self.kv_budget_tokens = kv_budget_tokens
-        self.on_step = on_step
         self.on_forward = on_forward
         self._pending: collections.deque[Sequence] = collections.deque()
+        self._jobs: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
         self._active: list[Sequence] = []
         self._cache: BatchKVCache | None = None
         self._mask: torch.Tensor | None = None  # [B, T] long
@@ -101,6 +103,17 @@ class BatchScheduler:
         with self._cv:
             self._pending.append(seq)
             self._cv.notify()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run `fn` on the inference thread between two steps (embeddings use the model without a batch row)."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._cv:
+            if not self._running:
+                fut.set_exception(GenerationFailed("model unloaded"))
+                return fut
+            self._jobs.append((fn, fut))
+            self._cv.notify()
+        return fut
 
     def cancel(self, seq: Sequence) -> None:
         seq.cancelled = True
@@ -125,6 +138,10 @@ class BatchScheduler:
         self._thread.join(timeout)
         for seq in list(self._pending) + self._active:
             seq.emit(GenerationFailed("model unloaded"))
+        for _, fut in self._jobs:
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(GenerationFailed("model unloaded"))
+        self._jobs.clear()
         self._pending.clear()
         self._active = []
         self._cache = None
@@ -135,11 +152,14 @@ class BatchScheduler:
         with torch.inference_mode():
             while True:
                 with self._cv:
-                    while self._running and not self._pending and not self._active:
+                    while self._running and not self._pending and not self._active and not self._jobs:
                         self._cv.wait()
                     if not self._running:
                         return
                     newcomers = self._admit()
+                    job = self._jobs.popleft() if self._jobs else None
+                if job is not None:
+                    _run_job(*job)
                 try:
                     if newcomers:
                         self._prefill(newcomers)
@@ -191,7 +211,7 @@ class BatchScheduler:
         width = max(g.need for g in group)
         reuse = [max(0, len(g.seq.prompt_ids) - width) for g in group]
         offset = max(reuse)
-        ids = torch.full((len(seqs), width), self._pad_id(), dtype=torch.long)
+        ids = torch.full((len(seqs), width), self.pad_id(), dtype=torch.long)
         mask = torch.zeros((len(seqs), offset + width), dtype=torch.long)
         for i, (s, used) in enumerate(zip(seqs, reuse, strict=True)):
             p = s.prompt_ids[used:]
@@ -267,8 +287,6 @@ class BatchScheduler:
         for s in rows:
             s.fed.append(s.last)
         self._sample(rows, out.logits[:, -1, :].float().cpu())
-        if self.on_step is not None:
-            self.on_step(len(self._active), len(self._pending))
 
     def _sample(self, rows: list[Sequence], logits: torch.Tensor) -> None:
         now = time.perf_counter()
@@ -410,7 +428,7 @@ class BatchScheduler:
         )
         self._cache = BatchKVCache(layers)
 
-    def _pad_id(self) -> int:
+    def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = next(iter(self.eos_ids), 0)
@@ -423,3 +441,12 @@ def _layers(cache: BatchKVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 def _select(cache: BatchKVCache, idx: torch.Tensor, start: int = 0) -> BatchKVCache:
     return BatchKVCache([(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in _layers(cache)])
+
+
+def _run_job(fn: Callable[[], Any], fut: concurrent.futures.Future[Any]) -> None:
+    if not fut.set_running_or_notify_cancel():
+        return  # its caller went away while it waited
+    try:
+        fut.set_result(fn())
+    except Exception as e:  # the job's failure is its caller's, never the thread's
+        fut.set_exception(e)

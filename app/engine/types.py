@@ -210,3 +210,29 @@ class RunningModel:
     quantization: str
     details: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingRequest:
+    """Embed each of `inputs` (raw text, no chat template) with a resident model.
+
+    `truncate` cuts an input at the context length (False: a 400 instead); `dimensions` keeps the first N
+    components; `normalize` returns unit vectors (Ollama's legacy /api/embeddings does not).
+    """
+
+    model: str
+    inputs: tuple[str, ...]
+    truncate: bool = True
+    dimensions: int | None = None
+    normalize: bool = True
+    num_ctx: int | None = None
+    keep_alive: float | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: tuple[tuple[float, ...], ...]  # one per input, in order
+    prompt_tokens: int
+    load_ns: int = 0
+    total_ns: int = 0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 from app.errors import InvalidRequest
 from app.registry.gguf_info import GGUFInfo, read_gguf_info
+from app.registry.safetensors_info import read_safetensors_header
 from app.registry.types import ModelSource
 
 EstimateMethod = Literal["safetensors", "gguf", "config", "file_size"]
@@ -89,21 +89,6 @@ def dtype_bytes(dtype: str) -> int:
 
 
 # --- safetensors ---
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """The JSON header of one .safetensors file (8-byte little-endian length, then JSON)."""
-    with path.open("rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: too short for a safetensors file")
-        (n,) = struct.unpack("<Q", head)
-        if n > 100 * 1024 * 1024:
-            raise ValueError(f"{path}: implausible safetensors header length {n}")
-        data = json.loads(f.read(n))
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: safetensors header is not an object")
-    return data
 
 
 def safetensors_files(directory: Path) -> list[Path]:

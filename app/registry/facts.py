@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.registry.gguf_info import read_gguf_info
+from app.registry.safetensors_info import read_safetensors_header
 
 _SAFETENSORS_LEVEL = {"F32": "F32", "BF16": "BF16", "F16": "F16", "F64": "F64"}
 
@@ -53,15 +53,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The header, or nothing for a file that is not safetensors: facts describe what is there, never fail."""
     try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100 * 1024 * 1024:
-                return {}
-            data = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error):
+        return read_safetensors_header(path)
+    except (OSError, ValueError):
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _estimate_params(config: dict[str, Any]) -> int:

@@ -102,3 +102,9 @@ class ResolvedModel:
     @property
     def load_key(self) -> str:
         return f"{self.base_name}#{self.quantization or 'none'}"
+
+    def keep_alive(self, requested: float | None) -> float | None:
+        """The request's keep_alive, else the alias's; None leaves it to the server default."""
+        if requested is not None:
+            return requested
+        return self.alias.keep_alive if self.alias else None

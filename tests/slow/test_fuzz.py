@@ -32,7 +32,7 @@ def fuzz_server(shared_snapshots: Path) -> Iterator[ServerProcess]:
 
 EXCLUDED = {("POST", "/api/pull")}
 # Documented as unsupported, answered 501 on purpose (as Ollama builds without the feature do).
-NOT_IMPLEMENTED = ("/api/embed", "/api/embeddings", "/api/push", "/api/blobs/")
+NOT_IMPLEMENTED = ("/api/push", "/api/blobs/")
 MAX_EXAMPLES = 5
 
 

@@ -1,4 +1,5 @@
-"""Ollama request bodies -> engine values: /api/generate and /api/chat -> GenerationRequest, /api/create -> Alias.
+"""Ollama request bodies -> engine values: /api/generate and /api/chat -> GenerationRequest, /api/embed and
+/api/embeddings -> EmbeddingRequest, /api/create -> Alias.
 
 Pure functions (no HTTP, no torch); every 400 is raised here, before the engine is asked.
 """
@@ -16,6 +17,7 @@ from app.api.ollama import schemas
 from app.api.ollama.options import option_values, parse_options
 from app.api.ollama.times import parse_keep_alive
 from app.engine.types import (
+    EmbeddingRequest,
     GenerationRequest,
     Message,
     SamplingParams,
@@ -245,6 +247,45 @@ def lifecycle_action(gen: GenerationRequest) -> Literal["load", "unload"] | None
     if not empty:
         return None
     return "unload" if gen.keep_alive == 0 else "load"
+
+
+# --- embeddings -------------------------------------------------------------------------------------------------
+
+
+def embed_inputs(value: Any) -> tuple[str, ...]:
+    """/api/embed `input`: a string or a list of strings; `""`, null and [] mean "just load the model"."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InvalidRequest("invalid input type", param="input")
+
+
+def to_embed_request(req: schemas.EmbedRequest, *, request_id: str = "") -> EmbeddingRequest:
+    if req.dimensions is not None and req.dimensions < 0:
+        raise InvalidRequest("dimensions must be a positive integer", param="dimensions")
+    return EmbeddingRequest(
+        model=req.model or "",
+        inputs=embed_inputs(req.input),
+        truncate=req.truncate if req.truncate is not None else True,
+        dimensions=req.dimensions or None,  # 0 = the model's full length, as in Ollama
+        num_ctx=parse_options(req.options).num_ctx,
+        keep_alive=parse_keep_alive(req.keep_alive),
+        request_id=request_id,
+    )
+
+
+def to_legacy_embedding_request(req: schemas.EmbeddingsRequest, *, request_id: str = "") -> EmbeddingRequest:
+    return EmbeddingRequest(
+        model=req.model or "",
+        inputs=(req.prompt,) if req.prompt else (),
+        normalize=False,  # Ollama's /api/embeddings returns the raw pooled vector
+        num_ctx=parse_options(req.options).num_ctx,
+        keep_alive=parse_keep_alive(req.keep_alive),
+        request_id=request_id,
+    )
 
 
 # --- create -----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Engine output and facts -> Ollama response objects: generate/chat NDJSON lines (ResponseBuilder) and the
-/api/tags, /api/ps and /api/show bodies. Pure (no HTTP, no torch).
+/api/embed, /api/tags, /api/ps and /api/show bodies. Pure (no HTTP, no torch).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from app.api.ollama import schemas
 from app.api.ollama.times import far_future, local_timestamp, utc_timestamp
 from app.engine.types import (
     Chunk,
+    Embeddings,
     FinishReason,
     RunningModel,
     TokenLogprob,
@@ -22,6 +23,19 @@ from app.engine.types import (
 from app.registry.types import ModelEntry
 
 Kind = Literal["generate", "chat"]
+
+
+# --- embeddings -------------------------------------------------------------------------------------------------
+
+
+def to_embed_response(model: str, out: Embeddings) -> schemas.EmbedResponse:
+    return schemas.EmbedResponse(
+        model=model,
+        embeddings=[list(v) for v in out.vectors],
+        total_duration=out.total_ns,
+        load_duration=out.load_ns,
+        prompt_eval_count=out.prompt_tokens,
+    )
 
 
 # --- generation responses ---------------------------------------------------------------------------------------

@@ -125,10 +125,34 @@ async def chat(request: Request, engine: EngineDep, catalog: CatalogDep, metrics
 
 
 @router.post("/embed")
+async def embed(request: Request, engine: EngineDep, catalog: CatalogDep, metrics: MetricsDep) -> Response:
+    """Embeddings: one L2-normalised vector per input (the mean of the model's last hidden states over the
+    input's tokens). An empty or missing `input` only loads the model."""
+    req = await _body(request, schemas.EmbedRequest)
+    if not req.model:
+        raise ModelNotFound("")
+    catalog.resolve(req.model)
+    emb = convert.to_embed_request(req, request_id=_request_id(request))
+    if not emb.inputs:
+        await engine.load(req.model, keep_alive=emb.keep_alive)
+        return _json(schemas.EmbedResponse(model=req.model, embeddings=[]))
+    out = await until_disconnect(request, engine.embed(emb), metrics)
+    return _json(responses.to_embed_response(req.model, out))
+
+
 @router.post("/embeddings")
-async def embed() -> Response:
-    """Not supported: the engine serves generative models only."""
-    return _not_supported("embeddings are not supported by this server: it serves generative models only")
+async def embeddings(request: Request, engine: EngineDep, catalog: CatalogDep, metrics: MetricsDep) -> Response:
+    """Legacy single embedding: `prompt` in, `{"embedding": [...]}` out, not normalised (as Ollama does)."""
+    req = await _body(request, schemas.EmbeddingsRequest)
+    if not req.model:
+        raise InvalidRequest("model is required", param="model")
+    catalog.resolve(req.model)
+    emb = convert.to_legacy_embedding_request(req, request_id=_request_id(request))
+    if not emb.inputs:
+        await engine.load(req.model, keep_alive=emb.keep_alive)
+        return _json(schemas.EmbeddingsResponse(embedding=[]))
+    out = await until_disconnect(request, engine.embed(emb), metrics)
+    return _json(schemas.EmbeddingsResponse(embedding=list(out.vectors[0])))
 
 
 # --- models -----------------------------------------------------------------------------------------------------

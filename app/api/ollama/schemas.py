@@ -134,6 +134,30 @@ class CreateRequest(BaseModel):
         return (self.model or self.name or "").strip()
 
 
+class EmbedRequest(BaseModel):
+    """/api/embed. `input` is a string or a list of strings (checked in convert.py, with Ollama's messages)."""
+
+    model_config = _REQUEST
+
+    model: str | None = None
+    input: Any = None
+    truncate: bool | None = None
+    dimensions: int | None = None
+    options: Any = None
+    keep_alive: Any = None
+
+
+class EmbeddingsRequest(BaseModel):
+    """/api/embeddings (legacy): one `prompt`, an unnormalised vector back."""
+
+    model_config = _REQUEST
+
+    model: str | None = None
+    prompt: str | None = None
+    options: Any = None
+    keep_alive: Any = None
+
+
 # --- responses --------------------------------------------------------------------------------------------------
 
 
@@ -278,3 +302,19 @@ class ProgressResponse(BaseModel):
     digest: str | None = None
     total: int | None = None
     completed: int | None = None
+
+
+class EmbedResponse(BaseModel):
+    model_config = _RESPONSE
+
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class EmbeddingsResponse(BaseModel):
+    model_config = _RESPONSE
+
+    embedding: list[float]

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/models. Thin handlers over convert."""
+"""The OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models. Thin handlers
+over convert, embeddings and responses."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from fastapi.routing import APIRoute
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep
 from app.api.errors import openai_body
-from app.api.openai import choices, convert, responses
+from app.api.openai import choices, convert, embeddings, responses
 from app.api.openai.schemas import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionRequest,
     CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     Model,
     ModelList,
 )
@@ -123,6 +126,16 @@ async def create_completion(
         return _sse(responses.CompletionStream(body, prompts, ids), streams, metrics)
     results = await until_disconnect(request, choices.collect(streams), metrics)
     return JSONResponse(responses.to_completion_response(body, prompts, results, ids))
+
+
+@router.post("/embeddings", response_model=EmbeddingResponse)
+async def create_embedding(
+    body: EmbeddingRequest, request: Request, engine: EngineDep, metrics: MetricsDep
+) -> Response:
+    """Embed each input: L2-normalised mean of the model's last hidden states (`dimensions` keeps the first N)."""
+    req = embeddings.to_embedding_request(body, request_id=_request_id(request))
+    out = await until_disconnect(request, engine.embed(req), metrics)
+    return JSONResponse(responses.wire(embeddings.to_embedding_response(body, out)))
 
 
 @router.get("/models", response_model=ModelList)

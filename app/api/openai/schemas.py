@@ -1,4 +1,4 @@
-"""OpenAI wire models for /v1: chat completions, legacy completions, models, errors (upstream names).
+"""OpenAI wire models for /v1: chat completions, legacy completions, embeddings, models, errors (upstream names).
 
 Requests accept unknown fields (`extra="allow"`, logged at debug); `convert.py` rejects the recognised ones that
 would change the output and that we do not implement. Pydantic only: no torch, nothing from `app`.
@@ -129,6 +129,14 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = Field(None, ge=1, le=16)
     logprobs: int | None = Field(None, ge=0, le=20)
     max_tokens: int | None = Field(16, ge=1)
+
+
+class EmbeddingRequest(OpenAIBaseModel):
+    model: str
+    input: Any = Field(description="A string or a non-empty list of strings (token-id inputs are not supported).")
+    dimensions: int | None = Field(None, ge=1)
+    encoding_format: str | None = None  # "float" (default) or "base64"
+    user: str | None = None
 
 
 # --- responses --------------------------------------------------------------------------------------------------
@@ -269,6 +277,24 @@ class Model(WireModel):
 class ModelList(WireModel):
     object: Literal["list"] = "list"
     data: list[Model]
+
+
+class Embedding(WireModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str  # str: base64 of little-endian float32
+    index: int
+
+
+class EmbeddingUsage(WireModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(WireModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ErrorDetail(WireModel):

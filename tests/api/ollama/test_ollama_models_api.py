@@ -1,4 +1,4 @@
-"""Model management over HTTP: tags, ps, show, create, copy, delete, pull (fake generator), push, embed."""
+"""Model management over HTTP: tags, ps, show, create, copy, delete, pull (fake generator), push."""
 
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def test_pull_requires_a_model(client: TestClient) -> None:
 # --- unsupported ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/api/push", "/api/blobs/sha256:00"])
+@pytest.mark.parametrize("path", ["/api/push", "/api/blobs/sha256:00"])
 def test_unsupported_endpoints_say_so(client: TestClient, path: str) -> None:
     r = client.post(path, json={"model": MODEL, "input": "x"})
     assert r.status_code == 501 and "not supported" in r.json()["error"]
