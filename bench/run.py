@@ -58,7 +58,35 @@ def drive(server: Server, protocol: str, levels: list[int], max_tokens: int, qui
     return out
 
 
-# ---- ours only: mixed sampling, consistency ----
+# ---- ours only: single stream against generate(), mixed sampling, consistency ----
+
+
+def single_stream_paired(server: Server, snapshot: Path, args: argparse.Namespace, rounds: int) -> dict[str, Any]:
+    """c=1 per-stream decode against raw generate(), alternated round by round while our server idles.
+
+    The main table's generate() row is measured many minutes after our c=1 rows, and on these machines speed drifts
+    by 30-50% over minutes (the in-process loops alone went 6.5 -> 9.5 tok/s within one hour): alternating short
+    runs pairs each of our measurements with a baseline taken in the same minute.
+    """
+    rounds_out: list[dict[str, Any]] = []
+    for r in range(rounds):
+        log(f"single stream, paired: round {r + 1}/{rounds}")
+        gen = run_generate_baseline(snapshot, [1], args.max_tokens, args.threads, reps=1)["by_c"][1]
+        row: dict[str, Any] = {"generate": gen.get("decode_tok_s_p50")}
+        for proto in ("openai", "ollama"):
+            res = run_loadgen(
+                server.url, server.model, protocol=proto, concurrency=1, requests=2, max_tokens=args.max_tokens,
+                warmup=0, label=f"paired/{proto}/r{r}",
+            )  # fmt: skip
+            row[proto] = res.get("decode_tok_s_p50")
+        rounds_out.append(row)
+    out: dict[str, Any] = {"rounds": rounds_out}
+    for key in ("generate", "openai", "ollama"):
+        out[key] = statistics.median(x[key] or 0.0 for x in rounds_out)
+    for proto in ("openai", "ollama"):
+        ratios = [x[proto] / x["generate"] for x in rounds_out if x[proto] and x["generate"]]
+        out[f"ratio_{proto}"] = round(statistics.median(ratios), 3) if ratios else None
+    return out
 
 
 def mixed_bodies(model: str, n: int, max_tokens: int, mixed: bool) -> list[dict[str, Any]]:
@@ -163,7 +191,9 @@ def run_ours(args: argparse.Namespace, levels: list[int], log_dir: Path) -> dict
         if not args.no_extras:
             q = args.quick
             extras: dict[str, Any] = {}
+            snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)  # converted by this server
             steps: list[tuple[str, Any]] = [
+                ("single_stream", lambda: single_stream_paired(server, snapshot, args, 2 if q else 4)),
                 ("mixed_sampling", lambda: mixed_vs_uniform(server, 8 if q else 16, args.max_tokens, 1 if q else 2)),
                 ("prefix_cache", lambda: asyncio.run(prefix_cache.measure(server.url, rounds=1 if q else 2))),
                 ("constraint_cost", lambda: asyncio.run(constraint_cost.measure(
@@ -253,6 +283,16 @@ def render(results: dict[str, Any]) -> str:
     ex = ours.get("extras") or {}
     if ex:
         lines += ["", "Extras (hugllama, same run):", ""]
+        ss = ex.get("single_stream") or {}
+        if "error" in ss or not ss:
+            lines.append(f"- single stream vs generate(), paired: {ss.get('error', 'not run')}")
+        else:
+            per_round = "; ".join(f"{_f(x['generate'])} / {_f(x['openai'])} / {_f(x['ollama'])}" for x in ss["rounds"])
+            lines.append(
+                f"- single stream, paired with raw generate() round by round ({len(ss['rounds'])} rounds, "
+                f"generate / openai / ollama per-stream tok/s: {per_round}): **{ss['ratio_openai']}x** (OpenAI), "
+                f"**{ss['ratio_ollama']}x** (Ollama) of generate() (target >= 0.9)"
+            )
         m = ex.get("mixed_sampling") or {}
         if "error" in m or not m:
             lines.append(f"- mixed sampling: {m.get('error', 'not run')}")

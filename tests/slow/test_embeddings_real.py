@@ -60,7 +60,7 @@ def test_legacy_openai_and_ollama_endpoints_agree(oc: ollama.Client, oa: openai.
     assert cut.data[0].embedding == pytest.approx(_unit(raw[:64]), abs=1e-4)
 
 
-def test_truncation_and_its_refusal(http: httpx.Client, model: str) -> None:
+def test_truncation_refusals_and_bad_inputs(http: httpx.Client, model: str) -> None:
     long_text = " ".join(["word"] * 200)
     body: dict[str, Any] = {"model": model, "input": long_text, "options": {"num_ctx": 32}}
     r = http.post("/api/embed", json=body)
@@ -70,6 +70,10 @@ def test_truncation_and_its_refusal(http: httpx.Client, model: str) -> None:
     assert r.status_code == 400 and "exceeds the context length" in r.json()["error"]
     r = http.post("/api/embed", json={"model": model, "input": "x", "dimensions": HIDDEN + 1})
     assert r.status_code == 400 and "dimensions" in r.json()["error"]
+    r = http.post("/api/embed", json={"model": model, "input": ["a", ""]})  # no tokens: nothing to pool
+    assert r.status_code == 400 and "input[1] is empty" in r.json()["error"]
+    r = http.post("/v1/embeddings", json={"model": model, "input": ""})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
 
 
 def test_embedding_passes_leave_a_running_generation_unchanged(http: httpx.Client, model: str) -> None:
