@@ -218,6 +218,43 @@ def run_transformers(args: argparse.Namespace, snapshot: Path, levels: list[int]
         return drive(server, "openai", levels, args.max_tokens, args.quick)
 
 
+def run_paired(args: argparse.Namespace, snapshot: Path, log_dir: Path, c: int, rounds: int) -> dict[str, Any]:
+    """Aggregate at concurrency c, ours against `transformers serve --continuous-batching`, alternated round by
+    round with both servers up (each idles at under 1% CPU while the other is driven), so every ratio compares
+    measurements taken minutes apart instead of the main table's 20-30 minutes."""
+    log(f"paired c={c}: starting both servers")
+    extra_env = {"HUGLLAMA_NUM_PARALLEL": str(max(32, c))}
+    with (
+        common.start_ours(args.snapshots, args.threads, log_dir, extra_env) as ours,
+        common.start_transformers(snapshot, args.threads, log_dir, continuous_batching=True) as tf,
+    ):
+        for server in (ours, tf):  # first requests pay one-off costs (template compile, allocator growth)
+            run_loadgen(server.url, server.model, protocol="openai", concurrency=2, requests=2,
+                        max_tokens=16, warmup=0, label=f"paired/warm/{server.name}")  # fmt: skip
+        out_rounds: list[dict[str, Any]] = []
+        for r in range(rounds):
+            log(f"paired c={c}: round {r + 1}/{rounds}")
+            row: dict[str, Any] = {}
+            for key, server, proto in (("openai", ours, "openai"), ("ollama", ours, "ollama"), ("cb", tf, "openai")):
+                res = run_loadgen(
+                    server.url, server.model, protocol=proto, concurrency=c, requests=c, max_tokens=args.max_tokens,
+                    warmup=0, label=f"paired/{key}/r{r}",
+                )  # fmt: skip
+                row[key] = {k: res.get(k) for k in ("output_tok_per_s", "ttft_p50", "errors")}
+            out_rounds.append(row)
+    out: dict[str, Any] = {"concurrency": c, "rounds": out_rounds}
+    for key in ("openai", "ollama"):
+        ratios = [
+            x[key]["output_tok_per_s"] / x["cb"]["output_tok_per_s"]
+            for x in out_rounds
+            if x[key]["output_tok_per_s"] and x["cb"]["output_tok_per_s"]
+        ]
+        out[f"ratio_{key}"] = round(statistics.median(ratios), 3) if ratios else None
+        out[f"ttft_p50_{key}"] = statistics.median(x[key]["ttft_p50"] or 0.0 for x in out_rounds)
+    out["ttft_p50_cb"] = statistics.median(x["cb"]["ttft_p50"] or 0.0 for x in out_rounds)
+    return out
+
+
 # ---- report ----
 
 
@@ -280,6 +317,21 @@ def render(results: dict[str, Any]) -> str:
                 f"{_f(g['output_tok_per_s'])} | {_f(g.get('ttft_p50'), 2)} | - | {_f(g.get('decode_tok_s_p50'))} | "
                 f"- | - | - |"
             )
+    pr = results.get("paired") or {}
+    if pr:
+        per_round = "; ".join(
+            f"{_f(x['openai']['output_tok_per_s'])} / {_f(x['ollama']['output_tok_per_s'])} / "
+            f"{_f(x['cb']['output_tok_per_s'])}"
+            for x in pr["rounds"]
+        )
+        lines += [
+            "",
+            f"Paired rounds at c={pr['concurrency']} (both servers up, driven in turn, {pr['concurrency']} requests "
+            f"each; hugllama openai / ollama / transformers serve CB aggregate tok/s: {per_round}): "
+            f"**{pr['ratio_openai']}x** (OpenAI), **{pr['ratio_ollama']}x** (Ollama) of `transformers serve "
+            f"--continuous-batching`; TTFT p50 {_f(pr['ttft_p50_openai'], 2)} / {_f(pr['ttft_p50_ollama'], 2)} s "
+            f"against its {_f(pr['ttft_p50_cb'], 2)} s.",
+        ]
     ex = ours.get("extras") or {}
     if ex:
         lines += ["", "Extras (hugllama, same run):", ""]
@@ -351,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-cb", action="store_true", help="skip transformers serve --continuous-batching")
     ap.add_argument("--no-serve", action="store_true", help="skip transformers serve without batching")
+    ap.add_argument(
+        "--no-paired", action="store_true", help="skip the paired c=16 rounds against transformers serve CB"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "latest", help="writes OUT.json and OUT.md")
     args = ap.parse_args(argv)
     levels = args.concurrency or ([1, 4, 16] if args.quick else [1, 4, 16, 32])
@@ -381,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
             results["transformers"] = run_transformers(args, snapshot, levels, log_dir, cb=False)
         if not args.no_cb:
             results["transformers_cb"] = run_transformers(args, snapshot, levels, log_dir, cb=True)
+        if not args.no_cb and not args.no_paired and args.only is None:
+            results["paired"] = run_paired(args, snapshot, log_dir, c=16, rounds=2 if args.quick else 3)
     results["meta"]["load_avg_end"] = common.load_average()
     report = render(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
