@@ -28,7 +28,10 @@ Kind = Literal["generate", "chat"]
 # --- embeddings -------------------------------------------------------------------------------------------------
 
 
-def to_embed_response(model: str, out: Embeddings) -> schemas.EmbedResponse:
+def to_embed_response(model: str, out: Embeddings | None) -> schemas.EmbedResponse:
+    """`out` None: nothing was embedded (the request only loaded the model), so no metrics either."""
+    if out is None:
+        return schemas.EmbedResponse(model=model, embeddings=[])
     return schemas.EmbedResponse(
         model=model,
         embeddings=[list(v) for v in out.vectors],

@@ -20,7 +20,7 @@ from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
 from app.api.errors import parse_json_body
 from app.api.ollama import convert, responses, schemas
 from app.api.streaming import NDJSON, aclose_quietly, encode_ndjson, guarded_stream, stream_response, until_disconnect
-from app.engine.types import Chunk, GenerationRequest
+from app.engine.types import Chunk, EmbeddingRequest, Embeddings, GenerationRequest
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.metrics import Metrics
 
@@ -124,6 +124,16 @@ async def chat(request: Request, engine: EngineDep, catalog: CatalogDep, metrics
     return await _generation(request, "chat", req.model, gen, req.stream is not False, engine, metrics)
 
 
+async def _embeddings(
+    request: Request, engine: EngineDep, metrics: Metrics, emb: EmbeddingRequest
+) -> Embeddings | None:
+    """None when there is nothing to embed: the request only loads the model, as in Ollama."""
+    if not emb.inputs:
+        await engine.load(emb.model, keep_alive=emb.keep_alive)
+        return None
+    return await until_disconnect(request, engine.embed(emb), metrics)
+
+
 @router.post("/embed")
 async def embed(request: Request, engine: EngineDep, catalog: CatalogDep, metrics: MetricsDep) -> Response:
     """Embeddings: one L2-normalised vector per input (the mean of the model's last hidden states over the
@@ -132,11 +142,7 @@ async def embed(request: Request, engine: EngineDep, catalog: CatalogDep, metric
     if not req.model:
         raise ModelNotFound("")
     catalog.resolve(req.model)
-    emb = convert.to_embed_request(req, request_id=_request_id(request))
-    if not emb.inputs:
-        await engine.load(req.model, keep_alive=emb.keep_alive)
-        return _json(schemas.EmbedResponse(model=req.model, embeddings=[]))
-    out = await until_disconnect(request, engine.embed(emb), metrics)
+    out = await _embeddings(request, engine, metrics, convert.to_embed_request(req, request_id=_request_id(request)))
     return _json(responses.to_embed_response(req.model, out))
 
 
@@ -148,11 +154,8 @@ async def embeddings(request: Request, engine: EngineDep, catalog: CatalogDep, m
         raise InvalidRequest("model is required", param="model")
     catalog.resolve(req.model)
     emb = convert.to_legacy_embedding_request(req, request_id=_request_id(request))
-    if not emb.inputs:
-        await engine.load(req.model, keep_alive=emb.keep_alive)
-        return _json(schemas.EmbeddingsResponse(embedding=[]))
-    out = await until_disconnect(request, engine.embed(emb), metrics)
-    return _json(schemas.EmbeddingsResponse(embedding=list(out.vectors[0])))
+    out = await _embeddings(request, engine, metrics, emb)
+    return _json(schemas.EmbeddingsResponse(embedding=list(out.vectors[0]) if out else []))
 
 
 # --- models -----------------------------------------------------------------------------------------------------
