@@ -101,3 +101,26 @@ class BatchKVCache(DynamicCache):
             layer.update(k, v)
             layers.append(layer)
         Cache.__init__(self, layers=layers)
+
+    def tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each layer's keys and values, [B, heads, T, head_dim]."""
+        return [(layer.keys, layer.values) for layer in self.layers]  # type: ignore[misc]
+
+    def select(self, idx: torch.Tensor, start: int = 0) -> BatchKVCache:
+        """Rows `idx` from column `start` on: what is left after finished rows and all-padding columns go."""
+        return BatchKVCache([(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in self.tensors()])
+
+    def stacked(self, other: BatchKVCache, width: int) -> BatchKVCache:
+        """This cache's rows above `other`'s, both left-padded to `width` columns."""
+        return BatchKVCache(
+            (torch.cat([lpad(k1, width), lpad(k2, width)]), torch.cat([lpad(v1, width), lpad(v2, width)]))
+            for (k1, v1), (k2, v2) in zip(self.tensors(), other.tensors(), strict=True)
+        )
+
+
+def lpad(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Left-pad a [B, heads, T, head_dim] tensor with zeros to `width` columns (real tokens stay right-aligned)."""
+    missing = width - t.shape[-2]
+    if missing <= 0:
+        return t
+    return torch.nn.functional.pad(t, (0, 0, missing, 0))

@@ -7,17 +7,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from app.engine.kv_cache import lpad
 from app.engine.prefix_cache import KV
 
 if TYPE_CHECKING:
     from app.engine.scheduler import Sequence
-
-
-def lpad(t: torch.Tensor, width: int) -> torch.Tensor:
-    missing = width - t.shape[-2]
-    if missing <= 0:
-        return t
-    return torch.nn.functional.pad(t, (0, 0, missing, 0))
 
 
 @dataclass

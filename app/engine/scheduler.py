@@ -22,7 +22,7 @@ import torch
 from app.engine.constraints import Constraint
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.kv_cache import BatchKVCache
-from app.engine.prefill import Newcomer, lpad, prefill_groups, stack_pasts
+from app.engine.prefill import Newcomer, prefill_groups, stack_pasts
 from app.engine.prefix_cache import PrefixCache
 from app.engine.sampling import RowSampler, logprob_info, sample_rows
 from app.engine.stopping import StopMatcher
@@ -244,7 +244,7 @@ class BatchScheduler:
                         s.prompt_ids,
                         [
                             (k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
-                            for k, v, *_ in _layers(cache)
+                            for k, v in cache.tensors()
                         ],
                     )
         warm = [i for i, s in enumerate(seqs) if s.prefill_only]
@@ -258,7 +258,7 @@ class BatchScheduler:
             return
         if warm:
             idx = torch.tensor(keep, device=mask.device)
-            cache = _select(cache, idx.to(self.device))
+            cache = cache.select(idx.to(self.device))
             mask = mask[idx]
             logits = logits[idx]
         live = [seqs[i] for i in keep]
@@ -399,7 +399,7 @@ class BatchScheduler:
                         s.fed,
                         [
                             (k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
-                            for k, v, *_ in _layers(self._cache)
+                            for k, v in self._cache.tensors()
                         ],
                     )
         if not keep:
@@ -410,7 +410,7 @@ class BatchScheduler:
         mask = self._mask[idx]
         start = int((mask.sum(0) > 0).nonzero()[0].item())
         self._mask = mask[:, start:]
-        self._cache = _select(self._cache, idx.to(self.device), start)
+        self._cache = self._cache.select(idx.to(self.device), start)
 
     def _merge(self, cache: BatchKVCache, mask: torch.Tensor) -> None:
         if self._cache is None or self._mask is None:
@@ -418,29 +418,16 @@ class BatchScheduler:
             return
         old_t, new_t = self._mask.shape[1], mask.shape[1]
         width = max(old_t, new_t)
-        layers = []
-        for (k1, v1, *_), (k2, v2, *_) in zip(_layers(self._cache), _layers(cache), strict=True):
-            layers.append(
-                (torch.cat([lpad(k1, width), lpad(k2, width)]), torch.cat([lpad(v1, width), lpad(v2, width)]))
-            )
         self._mask = torch.cat(
             [torch.nn.functional.pad(self._mask, (width - old_t, 0)), torch.nn.functional.pad(mask, (width - new_t, 0))]
         )
-        self._cache = BatchKVCache(layers)
+        self._cache = self._cache.stacked(cache, width)
 
     def pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = next(iter(self.eos_ids), 0)
         return int(pad)
-
-
-def _layers(cache: BatchKVCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]  # type: ignore[union-attr,misc]
-
-
-def _select(cache: BatchKVCache, idx: torch.Tensor, start: int = 0) -> BatchKVCache:
-    return BatchKVCache([(k[idx, :, start:, :], v[idx, :, start:, :]) for k, v in _layers(cache)])
 
 
 def _run_job(fn: Callable[[], Any], fut: concurrent.futures.Future[Any]) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from app.engine import cpu_linear
 from app.engine.cpu_linear import SkinnyLinear, use_skinny_linears
+from tests.helpers.tiny_llama import tiny_llama
 
 
 def _pair(bias: bool) -> tuple[nn.Linear, nn.Linear]:
@@ -48,11 +48,7 @@ def test_other_dtypes_take_the_usual_path() -> None:
 
 
 def test_switches_only_plain_fp32_linears_and_keeps_ties() -> None:
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(tie_word_embeddings=True)
     sub = type("QuantLinear", (nn.Linear,), {})  # stands in for bitsandbytes' Linear8bitLt/Linear4bit
     model.model.layers[0].mlp.up_proj.__class__ = sub
     half = model.model.layers[1].mlp.down_proj.to(torch.bfloat16)

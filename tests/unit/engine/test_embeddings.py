@@ -4,15 +4,14 @@ batched rows equal to rows alone on a tiny Llama, and jobs on the scheduler's in
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from app.engine import embeddings
 from app.engine.scheduler import BatchScheduler
 from app.errors import GenerationFailed
+from tests.helpers.tiny_llama import tiny_llama
 
 
 def test_mean_pool_ignores_padding() -> None:
@@ -40,17 +39,8 @@ def test_plan_passes_covers_every_input_once_within_budget(lengths: list[int], b
         assert len(p) == 1 or width * len(p) <= budget
 
 
-def _tiny() -> Any:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
-
-
 def test_batched_rows_equal_rows_alone_and_differ_by_input() -> None:
-    model = _tiny()
+    model = tiny_llama()
     rows = [[5, 6, 7, 8, 9, 10], [11, 12], [5, 6, 7]]
     together = embeddings.hidden_states(model, rows, "cpu", pad_id=0)
     assert together.shape == (3, embeddings.hidden_size(model))

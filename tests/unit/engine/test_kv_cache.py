@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache
 
 from app.engine import kv_cache
 from app.engine.kv_cache import BatchKVCache, GrowingLayer
+from tests.helpers.tiny_llama import tiny_llama
 
 
 def _kv(b: int, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,12 +67,7 @@ def test_seeded_cache_holds_the_given_tensors() -> None:
 
 
 def test_model_decoding_is_bit_identical_to_dynamic_cache() -> None:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama()
     prompt = torch.randint(0, 64, (3, 7))
 
     def decode(cache: DynamicCache) -> tuple[list[list[int]], torch.Tensor]:
