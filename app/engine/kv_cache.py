@@ -104,7 +104,7 @@ class BatchKVCache(DynamicCache):
 
     def tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each layer's keys and values, [B, heads, T, head_dim]."""
-        return [(layer.keys, layer.values) for layer in self.layers]  # type: ignore[misc]
+        return [(layer.keys, layer.values) for layer in self.layers]  # type: ignore[union-attr,misc]
 
     def select(self, idx: torch.Tensor, start: int = 0) -> BatchKVCache:
         """Rows `idx` from column `start` on: what is left after finished rows and all-padding columns go."""
