@@ -27,6 +27,12 @@ _FIM_SPELLINGS = (
 _TOOLS_RE = re.compile(r"\btools\b")
 
 
+def renders_tools(template: str | None) -> bool:
+    """Whether a chat template renders a `tools` list itself (else tools go through the fallback tool prompt);
+    /api/show advertises the `tools` capability from this too."""
+    return bool(template) and _TOOLS_RE.search(template or "") is not None
+
+
 def message_to_dict(message: Message, *, inline_calls: bool = False) -> dict[str, Any]:
     """The HF chat-template shape of a message (OpenAI-like, with arguments as a dict).
 
@@ -73,7 +79,7 @@ class PromptRenderer:
                 break
 
     def supports_tools(self) -> bool:
-        return any(_TOOLS_RE.search(t) for t in (self.chat_template or "", *self._named.values()))
+        return any(renders_tools(t) for t in (self.chat_template or "", *self._named.values()))
 
     def supports_insert(self) -> bool:
         return self._fim is not None

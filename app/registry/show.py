@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.engine.templates import renders_tools
 from app.registry.facts import ModelFacts
 from app.registry.names import parse_name, validate_alias_name
 from app.registry.types import ResolvedModel
@@ -65,8 +66,11 @@ def show_payload(name: str, resolved: ResolvedModel, f: ModelFacts) -> dict[str,
     lines += [f"PARAMETER {line}" for line in parameters.splitlines()]
     if resolved.quantization:
         lines.append(f"# quantization: {resolved.quantization} ({QUANT_METHODS[resolved.quantization]})")
+    # Only what the model really does (Ollama's rule): clients act on these. Open WebUI sends its ~26 KB of
+    # built-in tools to every model listing `tools`, which fills a small model's context. A client that sends
+    # tools anyway still gets the fallback tool prompt; `vision` is never listed (no image input is served).
     capabilities = ["completion"]
-    if template:
+    if renders_tools(template):
         capabilities.append("tools")
     if f.fim:
         capabilities.append("insert")
