@@ -124,7 +124,18 @@ class ServiceMiddleware:
         start = time.perf_counter()
         status_holder = {"status": 500}
 
+        # Whether the response body finished and whether the client went away, for the access log.
+        flow = {"completed": False, "disconnected": False}
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                flow["disconnected"] = True
+            return message
+
         async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                flow["completed"] = True
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 hdrs = list(message.get("headers", []))
@@ -151,11 +162,16 @@ class ServiceMiddleware:
             else:
                 self.lifecycle.enter()
                 try:
-                    await self.app(scope, self._limited(receive), send_wrapper)
+                    await self.app(scope, self._limited(receive_wrapper), send_wrapper)
                 finally:
                     self.lifecycle.leave()
         finally:
-            status = status_holder["status"]
+            status = sent = status_holder["status"]
+            # Started, never finished, and the client went away: a stopped stream (Starlette ends the body without
+            # an error). Logged and counted as 499, as a non-streamed request the client abandons is.
+            cut = sent < 400 and flow["disconnected"] and not flow["completed"]
+            if cut:
+                status = 499
             if not is_probe:
                 self.metrics.requests.labels(
                     protocol=_protocol(path), route=_route_label(path), status=str(status)
@@ -163,16 +179,18 @@ class ServiceMiddleware:
                 if status in (503, 429):
                     self.metrics.failures.labels(reason="overloaded" if status == 503 else "rate_limited").inc()
                 log.info(
-                    "%s %s %d %.1fms",
+                    "%s %s %d %.1fms%s",
                     scope["method"],
                     path,
                     status,
                     (time.perf_counter() - start) * 1000,
+                    f" (client disconnected mid-stream; {sent} had been sent)" if cut else "",
                     extra={
                         "method": scope["method"],
                         "path": path,
                         "status": status,
                         "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+                        **({"client_disconnected": True, "sent_status": sent} if cut else {}),
                     },
                 )
             request_id.reset(token)
