@@ -66,6 +66,29 @@ class Settings(BaseSettings):
         description="What /readyz waits for: the server up, the preloaded models loaded, or a one-token generation.",
     )
 
+    # --- access tiers, browser safety and management limits (issue 12) ---
+    admin_keys: str = Field(
+        "",
+        description="Comma-separated admin keys. When set, create/copy/delete/pull/push, model-management changes "
+        "and cache warm-up need one; HUGLLAMA_API_KEYS keys then only use models. Admin keys work everywhere.",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Host header values accepted (comma list; *.example.com for subdomains, * for any). Empty: "
+        "loopback names while bound to loopback, any host when bound elsewhere (as in the container).",
+    )
+    max_concurrent_pulls: int = Field(2, ge=1, description="Pulls running at once; more get 503 with Retry-After.")
+    max_aliases: int = Field(1000, ge=1, description="Aliases the registry holds at most.")
+    alias_max_system_bytes: int = Field(64 * 1024, ge=1, description="Largest alias system prompt (UTF-8 bytes).")
+    # An alias's template is capped by HUGLLAMA_MAX_TEMPLATE_BYTES (request limits below), like a request's.
+    alias_max_messages: int = Field(256, ge=0, description="Most messages an alias may carry.")
+    alias_max_messages_bytes: int = Field(
+        256 * 1024, ge=1, description="Largest total size of an alias's messages (UTF-8 bytes of their JSON)."
+    )
+    alias_max_options_bytes: int = Field(
+        64 * 1024, ge=1, description="Largest alias options/parameters object (UTF-8 bytes of its JSON)."
+    )
+
     # --- models and registry ---
     home: Path = Field(Path("~/.hugllama"), description="Alias registry and converted snapshots.")
     models_dir: Path | None = Field(None, description="Local models directory (HF folders and .gguf files).")
@@ -78,6 +101,41 @@ class Settings(BaseSettings):
     )
     trust_remote_code: bool = Field(False, description="Allow models to run their own code (off by default).")
     pull_timeout_seconds: float = Field(10.0, gt=0, description="Connect/read timeout for Hub requests.")
+
+    # --- remote backends (app/remote/; README "Remote backends") ---
+    # The original design's one-upstream shorthand. OLLAMA_BASE_URL is the *upstream* Ollama; OLLAMA_HOST stays
+    # this service's own bind address.
+    llm_backend_type: Literal["local", "ollama", "vllm", "instructlab"] = Field(
+        "local",
+        validation_alias=AliasChoices("HUGLLAMA_LLM_BACKEND_TYPE", "LLM_BACKEND_TYPE"),
+        description="local, or one upstream named after its type (models served as '<type>/<model>').",
+    )
+    ollama_base_url: str = Field(
+        "http://localhost:11434",
+        validation_alias=AliasChoices("HUGLLAMA_OLLAMA_BASE_URL", "OLLAMA_BASE_URL"),
+        description="Upstream Ollama server for LLM_BACKEND_TYPE=ollama.",
+    )
+    vllm_base_url: str = Field(
+        "http://localhost:8000",
+        validation_alias=AliasChoices("HUGLLAMA_VLLM_BASE_URL", "VLLM_BASE_URL"),
+        description="Upstream vLLM server for LLM_BACKEND_TYPE=vllm.",
+    )
+    instructlab_base_url: str = Field(
+        "http://localhost:8000",
+        validation_alias=AliasChoices("HUGLLAMA_INSTRUCTLAB_BASE_URL", "INSTRUCTLAB_BASE_URL"),
+        description="Upstream `ilab model serve` for LLM_BACKEND_TYPE=instructlab.",
+    )
+    default_model_name_or_path: str = Field(
+        "",
+        validation_alias=AliasChoices("HUGLLAMA_DEFAULT_MODEL_NAME_OR_PATH", "DEFAULT_MODEL_NAME_OR_PATH"),
+        description="The active model the status/config API describes by default (upstream: a model there).",
+    )
+    upstream_api_key_env: str = Field(
+        "", description="Shorthand upstream: the environment variable holding its API key (never logged)."
+    )
+    upstream_api_key_file: Path | None = Field(None, description="Shorthand upstream: a file holding its API key.")
+    upstreams: str = Field("", description="JSON list of named upstreams (README 'Remote backends').")
+    upstreams_file: Path | None = Field(None, description="A mounted JSON file with the same list.")
 
     # --- engine ---
     engine: Literal["transformers", "fake"] = Field("transformers", description="fake: scripted, for smoke tests.")
@@ -118,6 +176,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HUGLLAMA_CONTEXT_LENGTH", "OLLAMA_CONTEXT_LENGTH"),
         description="Default num_ctx (capped by the model's own limit).",
     )
+    # --- answer length for clients that send no limit (issue 16: Open WebUI sends no num_predict/max_tokens) ---
+    default_num_predict: int = Field(
+        2048,
+        ge=-1,
+        description="Tokens an answer may have when neither the request, the alias nor the model sets "
+        "num_predict/max_tokens; -1 (or 0) = up to the context, as Ollama. Reaching it ends with `length`.",
+    )
     memory_budget_bytes: int = Field(0, ge=0, description="Memory models may use; 0 = what the device has free.")
     memory_overhead_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Added to every estimate (activations, allocator slack)."
@@ -125,6 +190,28 @@ class Settings(BaseSettings):
     prefix_cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="Prefix KV cache budget per model.")
     kv_cache_bytes: int = Field(
         0, ge=0, description="KV budget for running sequences per model; 0 = derived from num_parallel x num_ctx."
+    )
+
+    # --- request limits: what one request may ask of shared resources (each violation is a 400 naming the field) ---
+    max_messages: int = Field(2048, ge=1, description="Messages in one chat request (after the alias's own).")
+    max_prompt_chars: int = Field(
+        2_000_000, ge=1, description="Characters of one request's prompt text in all (messages, system, suffix)."
+    )
+    max_message_chars: int = Field(1_000_000, ge=1, description="Characters of one message, prompt or system.")
+    max_stop: int = Field(16, ge=0, description="Stop sequences per request (both protocols).")
+    max_stop_chars: int = Field(256, ge=1, description="Characters of one stop sequence.")
+    max_tools: int = Field(128, ge=0, description="Tools per request.")
+    max_tools_bytes: int = Field(256 * 1024, ge=0, description="Size of a request's tool definitions as JSON.")
+    max_embed_inputs: int = Field(2048, ge=1, description="Inputs in one embedding request.")
+    max_template_bytes: int = Field(64 * 1024, ge=1, description="Size of a request or alias template.")
+    request_templates: bool = Field(
+        True, description="Accept per-request templates (Ollama `template`, OpenAI `chat_template`)."
+    )
+    template_timeout_seconds: float = Field(
+        2.0, gt=0, description="Wall-clock limit for rendering a request or alias template (sandboxed process)."
+    )
+    template_memory_bytes: int = Field(
+        1024 * 1024 * 1024, ge=64 * 1024 * 1024, description="Address-space limit of the template-rendering process."
     )
 
     @field_validator("keep_alive", mode="before")
@@ -171,6 +258,14 @@ class Settings(BaseSettings):
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
 
     @property
+    def admin_key_list(self) -> list[str]:
+        return [k.strip() for k in self.admin_keys.split(",") if k.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+
+    @property
     def preload_list(self) -> list[str]:
         return [m.strip() for m in self.preload.split(",") if m.strip()]
 
@@ -181,6 +276,10 @@ class Settings(BaseSettings):
     @property
     def snapshots_dir(self) -> Path:
         return self.snapshots if self.snapshots is not None else self.home / "snapshots"
+
+    def env_secret(self, name: str) -> str | None:
+        """An upstream's API key from the variable its config names (read here: the one module reading env)."""
+        return os.environ.get(name) or None
 
 
 @lru_cache

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from app.engine import limits
 from app.engine import tools as tooling
 from app.engine.admin import ModelAdminMixin
 from app.engine.detok import IncrementalDetokenizer
@@ -19,6 +20,7 @@ from app.engine.manager import ModelManager, Resident
 from app.engine.sampling import RowSampler
 from app.engine.scheduler import Sequence
 from app.engine.stopping import StopMatcher
+from app.engine.template_sandbox import RenderGuard, TemplateSandbox
 from app.engine.types import (
     Chunk,
     FinishReason,
@@ -52,6 +54,11 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         self._preload_task: asyncio.Task[None] | None = None
         # Default options of plain models set through PUT /api/v1/models/config (aliases persist theirs).
         self.model_configs: dict[str, dict[str, Any]] = {}
+        self.sandbox = TemplateSandbox(
+            timeout=settings.template_timeout_seconds,
+            memory_bytes=settings.template_memory_bytes,
+            max_chars=settings.max_prompt_chars,
+        )
 
     # ---- lifecycle ----
     async def startup(self) -> None:
@@ -87,6 +94,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         if self._preload_task is not None:
             self._preload_task.cancel()
         await self.manager.aclose()
+        self.sandbox.close()
 
     # ---- residency ----
     async def load(self, model: str, *, keep_alive: float | None = None) -> float:
@@ -108,7 +116,9 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
     # ---- generation ----
     async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
         resolved = self.catalog.resolve(req.model)
+        self.refuse_embedding_only(req, resolved)
         alias = resolved.alias
+        limits.check_generation(req, self.settings)
         fmt = req.format if req.format not in (None, "") else _alias_format(alias)
         validate_format(fmt)
         tool_choice = tooling.validate_tools(req.tools, req.tool_choice)
@@ -132,9 +142,22 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             params = req.sampling.merged(alias_params).merged(model_params).merged(res.defaults).resolved()
             check_params(params)
             num_ctx = min(params.num_ctx or self.settings.context_length, res.context_length)
-            prompt_ids = await asyncio.to_thread(self._render, res, req, alias, num_ctx, params, tool_choice)
+            if req.context and max(req.context) >= res.vocab_size:
+                raise InvalidRequest(
+                    f"context holds token ids outside the model's vocabulary (0 to {res.vocab_size - 1})",
+                    param="context",
+                )
+            guard = RenderGuard(self.sandbox)
+            try:
+                prompt_ids = await asyncio.to_thread(self._render, res, req, alias, num_ctx, params, tool_choice, guard)
+            except asyncio.CancelledError:
+                guard.cancel.set()  # the render thread stops the template worker at its next poll
+                raise
             room = num_ctx - len(prompt_ids)
             wanted = params.max_tokens
+            if wanted is None and self.settings.default_num_predict > 0:
+                # Nothing set a limit: bound the answer, or a looping one holds its slot until the context is full.
+                wanted = self.settings.default_num_predict
             max_new = room if wanted is None or wanted < 0 else min(wanted, room)
             spec: ConstraintSpec | None = None
             if tool_choice not in ("none", "auto"):
@@ -185,6 +208,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         num_ctx: int,
         params: SamplingParams,
         tool_choice: str,
+        guard: RenderGuard,
     ) -> list[int]:
         reserve = min(
             params.max_tokens if params.max_tokens and params.max_tokens > 0 else DEFAULT_RESERVE, num_ctx // 2
@@ -205,6 +229,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 num_ctx=num_ctx,
                 reserve=reserve,
                 truncate=req.truncate,
+                guard=guard,
             )
             if dropped:
                 log.debug("dropped %d old messages to fit num_ctx=%d", dropped, num_ctx)
@@ -220,6 +245,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             reserve=reserve,
             truncate=req.truncate,
             num_keep=params.num_keep if params.num_keep is not None else 4,
+            guard=guard,
         )
 
     def _release(self, res: Resident) -> None:
@@ -385,6 +411,8 @@ def check_params(p: SamplingParams) -> None:
         problems.append(("num_ctx", "must be >= 4"))
     if p.top_logprobs is not None and not 0 <= p.top_logprobs <= 20:
         problems.append(("top_logprobs", "must be between 0 and 20"))
+    if p.seed is not None and p.seed != -1 and not 0 <= p.seed <= limits.SEED_MAX:
+        problems.append(("seed", f"must be -1 (random) or between 0 and {limits.SEED_MAX}"))
     if problems:
         field, why = problems[0]
         raise InvalidRequest(f"{field} {why}", param=field)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from app.engine.template_sandbox import RenderGuard
 from app.engine.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from app.engine.types import Message
 from app.errors import InvalidRequest
@@ -101,11 +103,13 @@ class PromptRenderer:
         template: str | None = None,
         tool_prompt: str | None = None,
         prefill: bool = False,
+        guard: RenderGuard | None = None,
     ) -> str:
         """The chat as prompt text, ending with the assistant generation prompt.
 
         With `prefill` and a final assistant message (no tool calls), that message is left open for the model to
-        continue instead (Ollama's behaviour).
+        continue instead (Ollama's behaviour). A `template` override is user input: with a `guard` it renders in
+        the sandbox (bounded time and memory), as every request's and alias's template does in the server.
         """
         chat_template = self._template(template, bool(tools))
         native_tools = bool(tools) and _TOOLS_RE.search(chat_template) is not None
@@ -117,6 +121,16 @@ class PromptRenderer:
             conversation = _with_system_text(conversation, tool_prompt)
         last = messages[-1] if messages else None
         cont = prefill and last is not None and last.role == "assistant" and not last.tool_calls
+        if template and guard is not None:
+            return guard.sandbox.render(
+                chat_template,
+                conversation,
+                tools=list(tools) if native_tools else None,
+                kwargs=dict(self.tokenizer.special_tokens_map),
+                add_generation_prompt=not cont,
+                continue_final_message=cont,
+                cancel=guard.cancel,
+            )
         try:
             rendered = self.tokenizer.apply_chat_template(
                 conversation,
@@ -145,20 +159,25 @@ class PromptRenderer:
         reserve: int,
         truncate: bool = True,
         prefill: bool = False,
+        guard: RenderGuard | None = None,
     ) -> tuple[list[int], int]:
         """Prompt ids that leave `reserve` tokens for the answer, and how many messages were dropped to fit.
 
         Trimming keeps the system message(s) and the last user message with everything after it; it drops the
         oldest other turns first (starting the kept history at a user turn where possible), then cuts the longest
-        remaining message from the left.
+        remaining message from the left. Each message is tokenized once and the chat rendered a few times whatever
+        its length: the cut is estimated from per-message token counts, then confirmed by rendering.
         """
         budget = _budget(num_ctx, reserve)
         msgs = list(messages)
 
         def encode(ms: Sequence[Message]) -> list[int]:
-            return self._encode(
-                self.render_chat(ms, tools=tools, template=template, tool_prompt=tool_prompt, prefill=prefill)
+            text = self.render_chat(
+                ms, tools=tools, template=template, tool_prompt=tool_prompt, prefill=prefill, guard=guard
             )
+            if not text:
+                raise InvalidRequest("the chat renders an empty prompt", param="template" if template else "messages")
+            return self._encode(text)
 
         ids = encode(msgs)
         if len(ids) <= budget:
@@ -170,6 +189,7 @@ class PromptRenderer:
                 param="num_ctx",
             )
 
+        content_ids = [self._encode(m.content) for m in msgs]
         last_user = max((i for i, m in enumerate(msgs) if m.role == "user"), default=len(msgs) - 1)
         droppable = [i for i in range(last_user) if msgs[i].role != "system"]
         # Cut points: drop droppable[:k]. Prefer k where the kept history starts with a user turn, so templates
@@ -177,37 +197,64 @@ class PromptRenderer:
         cuts = [k for k in range(1, len(droppable)) if msgs[droppable[k]].role == "user"]
         cuts.append(len(droppable))
         if droppable:
-            lo, hi = 0, len(cuts) - 1
-            best: tuple[list[int], list[Message]] | None = None
-            while lo <= hi:  # fewest dropped that fits (fewer dropped never gets shorter)
-                mid = (lo + hi) // 2
-                gone = set(droppable[: cuts[mid]])
-                kept = [m for i, m in enumerate(msgs) if i not in gone]
-                kept_ids = encode(kept)
-                if len(kept_ids) <= budget:
-                    best, hi = (kept_ids, kept), mid - 1
-                else:
-                    lo = mid + 1
-            if best is not None:
-                return best[0], len(msgs) - len(best[1])
-            msgs = [m for i, m in enumerate(msgs) if i not in set(droppable)]
-        dropped = len(messages) - len(msgs)
-        return self._cut_contents(msgs, encode, budget), dropped
+            renders: dict[int, list[int] | None] = {}
 
-    def _cut_contents(self, msgs: list[Message], encode: Any, budget: int) -> list[int]:
+            def fits(c: int) -> bool:  # renders the chat without droppable[:cuts[c]]; None when too long
+                if c not in renders:
+                    gone = set(droppable[: cuts[c]])
+                    kept_ids = encode([m for i, m in enumerate(msgs) if i not in gone])
+                    renders[c] = kept_ids if len(kept_ids) <= budget else None
+                return renders[c] is not None
+
+            # Each message's share of the rendering: its content plus an even share of the template's overhead.
+            overhead = max(0, len(ids) - sum(len(c) for c in content_ids)) / len(msgs)
+            saved, done, guess = 0.0, 0, len(cuts) - 1
+            for c, k in enumerate(cuts):
+                saved += sum(len(content_ids[j]) + overhead for j in droppable[done:k])
+                done = k
+                if len(ids) - saved <= budget:
+                    guess = c
+                    break
+            best = _fewest_fitting(fits, guess, len(cuts))
+            if best is not None:
+                kept_ids = renders[best]
+                assert kept_ids is not None
+                return kept_ids, cuts[best]
+            gone_all = set(droppable)
+            msgs = [m for i, m in enumerate(msgs) if i not in gone_all]
+            content_ids = [c for i, c in enumerate(content_ids) if i not in gone_all]
+        dropped = len(messages) - len(msgs)
+        return self._cut_contents(msgs, content_ids, encode, budget), dropped
+
+    def _cut_contents(
+        self,
+        msgs: list[Message],
+        content_ids: list[list[int]],
+        encode: Callable[[Sequence[Message]], list[int]],
+        budget: int,
+    ) -> list[int]:
         """Cut message contents from the left, longest message first, until the rendering fits the budget."""
-        ids: list[int] = encode(msgs)
-        content_ids = [self._encode(m.content) for m in msgs]
-        while len(ids) > budget:
-            candidates = [i for i, c in enumerate(content_ids) if c]
-            if not candidates:
-                break
-            # the longest content; on a tie the later message
-            target = max(candidates, key=lambda i: (len(content_ids[i]), i))
+        ids = encode(msgs)
+        for _ in range(3):  # a cut is computed from token counts; re-rendering corrects what the template adds
             excess = len(ids) - budget
-            content_ids[target] = content_ids[target][excess:]
-            text = self.tokenizer.decode(content_ids[target], skip_special_tokens=False).lstrip("\ufffd")
-            msgs[target] = _replace_content(msgs[target], text)
+            if excess <= 0:
+                break
+            # the longest content first; on a tie the later message
+            heap = [(-len(c), -i) for i, c in enumerate(content_ids) if c]
+            heapq.heapify(heap)
+            changed: set[int] = set()
+            while excess > 0 and heap:
+                _, neg_i = heapq.heappop(heap)
+                target = -neg_i
+                take = min(excess, len(content_ids[target]))
+                content_ids[target] = content_ids[target][take:]
+                excess -= take
+                changed.add(target)
+            if not changed:
+                break
+            for target in changed:
+                text = self.tokenizer.decode(content_ids[target], skip_special_tokens=False).lstrip("\ufffd")
+                msgs[target] = _replace_content(msgs[target], text)
             ids = encode(msgs)
         if len(ids) > budget:  # template overhead alone is too long: keep the end, where generation continues
             ids = ids[len(ids) - budget :]
@@ -228,6 +275,7 @@ class PromptRenderer:
         reserve: int,
         truncate: bool = True,
         num_keep: int = 4,
+        guard: RenderGuard | None = None,
     ) -> list[int]:
         """Prompt ids for Ollama's /api/generate; over-long prompts keep their first `num_keep` tokens."""
         if raw and (template or system or context):
@@ -242,7 +290,12 @@ class PromptRenderer:
         else:
             msgs = [Message(role="system", content=system)] if system else []
             msgs.append(Message(role="user", content=prompt))
-            ids = self._encode(self.render_chat(msgs, template=template))
+            ids = self._encode(self.render_chat(msgs, template=template, guard=guard))
+        if not ids:
+            raise InvalidRequest(
+                "the prompt is empty after rendering" if template else "the prompt is empty",
+                param="template" if template else "prompt",
+            )
         if context:
             ids = [int(t) for t in context] + ids
         budget = _budget(num_ctx, reserve)
@@ -257,6 +310,28 @@ class PromptRenderer:
         keep = len(ids) if num_keep < 0 else num_keep
         keep = min(keep, budget - 1)
         return ids[:keep] + ids[len(ids) - (budget - keep) :]
+
+
+def _fewest_fitting(fits: Callable[[int], bool], guess: int, n: int) -> int | None:
+    """The smallest c in [0, n) with fits(c), given that fits is monotonic; probes `guess` and its neighbour first,
+    so a good estimate costs two renders."""
+    if fits(guess):
+        if guess == 0 or not fits(guess - 1):
+            return guess
+        lo, hi, best = 0, guess - 1, guess - 1
+    else:
+        if guess + 1 >= n:
+            return None
+        if fits(guess + 1):
+            return guess + 1
+        lo, hi, best = guess + 2, n - 1, -1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    return best if best >= 0 else None
 
 
 def _budget(num_ctx: int, reserve: int) -> int:
