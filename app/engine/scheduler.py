@@ -4,6 +4,11 @@ active sequence, each sequence with its own sampler, constraint, stop matcher an
 The batch KV cache is left-padded: every row's real tokens are right-aligned, so a decode step appends one
 column for all rows. Newcomers are prefilled (together, or on top of a prefix-cache hit) and merged in by
 left-padding the shorter of the two caches. Finished rows are dropped and all-padding columns trimmed.
+
+A batch is a shared fate only for what is truly shared. A failure in one row's own work (sampling, constraint,
+detokenizing, stop matching, logprobs) ends that row alone. A failed forward pass is retried row by row: a failed
+prefill without its group, a failed decode step by rebuilding each row's cache from its tokens; only the rows that
+fail alone get the error, and the others go on.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class Sequence:
     cache_prompt: bool = True
     prefill_only: bool = False  # cache warm-up: compute and store the prompt's KV, generate nothing
     cancelled: bool = False
+    failed: bool = False  # ended by an error of its own (its client has the error)
     generated: list[int] = field(default_factory=list)
     fed: list[int] = field(default_factory=list)
     last: int = -1
@@ -165,7 +171,7 @@ class BatchScheduler:
                         self._prefill(newcomers)
                     if self._active:
                         self._decode()
-                except Exception as e:  # a failed step must not kill the thread: fail its rows, start afresh
+                except Exception as e:  # shared state itself failed (not one row): fail its rows, start afresh
                     log.exception("inference step failed on %s", self.name)
                     for seq in self._active + newcomers:
                         if seq.finish is None:
@@ -173,6 +179,14 @@ class BatchScheduler:
                     self._active = []
                     self._cache = None
                     self._mask = None
+
+    def _fail(self, seq: Sequence, exc: BaseException) -> None:
+        """End `seq` alone with `exc`; the caller drops it from the batch."""
+        log.error("sequence failed on %s: %s: %s", self.name, type(exc).__name__, exc, exc_info=exc)
+        seq.failed = True
+        seq.finish = FinishReason.CANCELLED  # dropped like a cancelled row, never stored in the prefix cache
+        seq.finished_at = time.perf_counter()
+        seq.emit(exc if isinstance(exc, GenerationFailed) else GenerationFailed(f"generation failed: {exc}"))
 
     def _admit(self) -> list[Sequence]:
         out: list[Sequence] = []
@@ -201,9 +215,24 @@ class BatchScheduler:
             hit, kv = self.prefix_cache.lookup(seq.prompt_ids) if self.prefix_cache is not None else (0, None)
             items.append(Newcomer(seq, hit if kv is not None else 0, kv))
         for group in prefill_groups(items):
-            self._prefill_group(group)
+            try:
+                computed = self._prefill_forward(group)
+            except Exception as exc:
+                if len(group) == 1:
+                    self._fail(group[0].seq, exc)
+                    continue
+                log.warning("prefill of %d rows failed on %s (%s); retrying each row alone", len(group), self.name, exc)
+                for item in group:
+                    try:
+                        alone = self._prefill_forward([item])
+                    except Exception as solo:
+                        self._fail(item.seq, solo)
+                        continue
+                    self._prefill_commit([item], *alone)
+                continue
+            self._prefill_commit(group, *computed)
 
-    def _prefill_group(self, group: list[Newcomer]) -> None:
+    def _prefill_forward(self, group: list[Newcomer]) -> tuple[BatchKVCache, torch.Tensor, torch.Tensor]:
         """One forward pass over newcomers. All rows compute the same number of new tokens (`width`), each row
         reusing `len(prompt) - width` cached tokens (never more than its hit): every row's tokens stay contiguous
         and right-aligned, with padding only on the left, which the prefix cache and the batch cache rely on."""
@@ -236,6 +265,13 @@ class BatchScheduler:
         logits = out.logits[:, -1, :].float().cpu()
         for s in seqs:
             s.fed = list(s.prompt_ids)
+        return cache, mask, logits
+
+    def _prefill_commit(
+        self, group: list[Newcomer], cache: BatchKVCache, mask: torch.Tensor, logits: torch.Tensor
+    ) -> None:
+        """Store the prompts in the prefix cache, finish warm-ups, merge the rest into the batch and sample."""
+        seqs = [g.seq for g in group]
         if self.prefix_cache is not None:
             for i, s in enumerate(seqs):
                 if s.cache_prompt:
@@ -271,15 +307,20 @@ class BatchScheduler:
         rows = self._active
         ids = torch.tensor([[s.last] for s in rows], dtype=torch.long)
         positions = torch.tensor([[len(s.fed)] for s in rows], dtype=torch.long)
-        self._mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=self._mask.to(self.device),
-            position_ids=positions.to(self.device),
-            cache=self._cache,  # updated in place
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        try:
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                cache=self._cache,  # updated in place
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        except Exception as exc:
+            self._recover(rows, exc)
+            return
+        self._mask = mask
         self.steps += 1
         if self.on_forward is not None:
             self.on_forward("decode")
@@ -287,6 +328,46 @@ class BatchScheduler:
         for s in rows:
             s.fed.append(s.last)
         self._sample(rows, out.logits[:, -1, :].float().cpu())
+
+    def _recover(self, rows: list[Sequence], exc: Exception) -> None:
+        """A decode step failed and may have half-updated the shared cache: rebuild each row's cache from its own
+        tokens in a pass of its own, fail the rows that fail alone, and carry on with the others."""
+        log.warning("decode step over %d rows failed on %s (%s); rebuilding each row alone", len(rows), self.name, exc)
+        if len(rows) == 1:
+            self._fail(rows[0], exc)
+            self._active, self._cache, self._mask = [], None, None
+            return
+        self._active, self._cache, self._mask = [], None, None
+        survivors: list[Sequence] = []
+        logits: list[torch.Tensor] = []
+        for s in rows:
+            if s.cancelled:
+                s.finish = FinishReason.CANCELLED
+                s.emit(None)
+                continue
+            tokens = [*s.fed, s.last]
+            try:
+                ids = torch.tensor([tokens], dtype=torch.long)
+                cache = BatchKVCache()
+                out = self.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=torch.ones_like(ids).to(self.device),
+                    position_ids=torch.arange(len(tokens)).unsqueeze(0).to(self.device),
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                row_logits = out.logits[:, -1, :].float().cpu()
+            except Exception as solo:
+                self._fail(s, solo)
+                continue
+            s.fed.append(s.last)
+            self._merge(cache, torch.ones_like(ids))
+            survivors.append(s)
+            logits.append(row_logits)
+        self._active = survivors
+        if survivors:
+            self._sample(survivors, torch.cat(logits))
 
     def _sample(self, rows: list[Sequence], logits: torch.Tensor) -> None:
         now = time.perf_counter()
@@ -301,28 +382,47 @@ class BatchScheduler:
         free = [i for i in range(len(rows)) if rows[i].constraint is None]
         if free:
             sub = logits if len(free) == len(rows) else logits[free]
-            picked = sample_rows(sub, [rows[i].sampler for i in free], [rows[i].generated for i in free])
+            try:
+                picked = sample_rows(sub, [rows[i].sampler for i in free], [rows[i].generated for i in free])
+            except Exception:  # find the row at fault: sample each alone
+                picked = []
+                for j, i in enumerate(free):
+                    try:
+                        picked.extend(sample_rows(sub[j : j + 1], [rows[i].sampler], [rows[i].generated]))
+                    except Exception as exc:
+                        self._fail(rows[i], exc)
+                        picked.append(0)
             for i, tok in zip(free, picked, strict=True):
                 tokens[i] = tok
         for i in constrained:
             s = rows[i]
             assert s.constraint is not None
-            # The grammar mask goes after penalties and bias but before temperature and truncation, so the
-            # filters choose among allowed tokens only.
-            row = s.sampler.process(logits[i], s.generated)
-            s.constraint.apply(row)
-            tokens[i] = s.sampler.sample(row)
+            try:
+                # The grammar mask goes after penalties and bias but before temperature and truncation, so the
+                # filters choose among allowed tokens only.
+                row = s.sampler.process(logits[i], s.generated)
+                s.constraint.apply(row)
+                tokens[i] = s.sampler.sample(row)
+            except Exception as exc:
+                self._fail(s, exc)
         finished = False
         for i, s in enumerate(rows):
+            if s.failed:
+                finished = True
+                continue
             if s.cancelled:
                 s.finish = FinishReason.CANCELLED
                 finished = True
                 s.emit(None)
                 continue
-            lp: tuple[TokenLogprob, ...] = ()
-            if i in raws:
-                lp = (self._logprob(raws[i], tokens[i], s.top_logprobs),)
-            if self._accept(s, tokens[i], lp, now):
+            try:
+                lp: tuple[TokenLogprob, ...] = ()
+                if i in raws:
+                    lp = (self._logprob(raws[i], tokens[i], s.top_logprobs),)
+                if self._accept(s, tokens[i], lp, now):
+                    finished = True
+            except Exception as exc:
+                self._fail(s, exc)
                 finished = True
         if finished:
             self._drop_finished()
