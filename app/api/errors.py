@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,11 +21,23 @@ from app.errors import InvalidRequest, ServiceError
 log = logging.getLogger(__name__)
 
 
+MAX_JSON_DEPTH = 64
+# An absolute filesystem path (two segments or more) not inside a URL: the server's layout is nobody's business.
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`<>]+/)+([^\s/'\"`<>]*)")
+
+
+def public_message(message: str) -> str:
+    """`message` without absolute paths of the server's filesystem (each becomes its last segment)."""
+    return _ABS_PATH.sub(lambda m: m.group(1) or "<path>", message)
+
+
 def openai_type(status: int) -> str:
-    if status == 400:
+    if status in (400, 413):
         return "invalid_request_error"
     if status == 401:
         return "authentication_error"
+    if status == 403:
+        return "permission_error"
     if status == 404:
         return "not_found_error"
     if status in (429, 503):
@@ -33,11 +46,11 @@ def openai_type(status: int) -> str:
 
 
 def ollama_body(message: str) -> dict[str, Any]:
-    return {"error": message}
+    return {"error": public_message(message)}
 
 
 def openai_body(message: str, status: int, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": openai_type(status), "param": param, "code": code}}
+    return {"error": {"message": public_message(message), "type": openai_type(status), "param": param, "code": code}}
 
 
 def is_openai_path(path: str) -> bool:
@@ -86,11 +99,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, RecursionError):  # FastAPI's own body parsing gave up on the nesting
+            exc = StarletteHTTPException(400, f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
         if is_openai_path(request.url.path):
             body = openai_body(str(exc.detail), exc.status_code)
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-        # Ollama (gin) answers unknown routes and methods with plain text.
-        text = {404: "404 page not found", 405: "405 method not allowed"}.get(exc.status_code, str(exc.detail))
+        # Ollama (gin) answers unknown routes and methods with plain text; other errors are {"error": ...}.
+        text = {404: "404 page not found", 405: "405 method not allowed"}.get(exc.status_code)
+        if text is None:
+            return JSONResponse(ollama_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
         return Response(text, status_code=exc.status_code, media_type="text/plain", headers=exc.headers)
 
     @app.exception_handler(Exception)
@@ -100,11 +117,40 @@ def install(app: FastAPI) -> None:
         return error_response(request.url.path, err)
 
 
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """InvalidRequest when arrays/objects nest deeper than `limit` (no request needs more; recursive code
+    further on, from pydantic to JSON-schema compilers, would fail on it). Iterative: no recursion here."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            raise InvalidRequest(f"JSON nested too deeply (more than {limit} levels)")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
+async def json_depth_guard(request: Request) -> None:
+    """Router dependency for routes whose body FastAPI parses: the same depth limit as parse_json_body. It runs
+    after FastAPI parsed the body (request.json() is cached), before the body model is validated."""
+    if request.method in ("POST", "PUT", "PATCH") and await request.body():
+        try:
+            value = await request.json()
+        except Exception:  # FastAPI has already answered unparseable bodies; nothing to add here
+            return
+        check_depth(value)
+
+
 def parse_json_body(raw: bytes) -> Any:
     """Ollama-style body parsing: any content type (curl -d sends form-encoded), clear errors."""
     if not raw.strip():
         raise InvalidRequest("missing request body")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InvalidRequest(f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidRequest(f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
+    check_depth(value)
+    return value

@@ -1,10 +1,9 @@
 """One pure-ASGI middleware for what every request goes through: request id, access log, request counting,
-CORS (Ollama's OLLAMA_ORIGINS semantics), API keys, the body size limit and refusing work while draining."""
+the Host check, CORS (Ollama's OLLAMA_ORIGINS semantics), API keys and their tiers, the body size limit, refusing
+work while draining, and the one log line (with the request id) for an unexpected error."""
 
 from __future__ import annotations
 
-import fnmatch
-import hmac
 import json
 import logging
 import re
@@ -14,24 +13,21 @@ import uuid
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.access import HostPolicy, KeyTiers, OriginPolicy, Tier
 from app.api.errors import error_body
 from app.api.health import Lifecycle
-from app.errors import InvalidRequest, ServiceError, ShuttingDown, Unauthorized
+from app.errors import Forbidden, InvalidRequest, ServiceError, ShuttingDown, Unauthorized
 from app.log import request_id
 from app.metrics import Metrics
 from app.settings import Settings
 
 log = logging.getLogger("hugllama.access")
+log_errors = logging.getLogger("hugllama.errors")
+_JSON = [(b"content-type", b"application/json")]
 
-PROBE_PATHS = ("/livez", "/readyz", "/health", "/metrics")
+# Exact paths: an exemption never covers a path that merely starts like one.
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/health", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-# Ollama's default allowed origins (envconfig.AllowedOrigins), before OLLAMA_ORIGINS is appended.
-_DEFAULT_ORIGINS = [
-    f"{scheme}://{host}{port}"
-    for host in ("localhost", "127.0.0.1", "0.0.0.0")
-    for scheme in ("http", "https")
-    for port in ("", ":*")
-] + ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
 _ALLOW_HEADERS = (
     "Authorization, Content-Type, User-Agent, Accept, X-Requested-With, OpenAI-Beta, X-Request-Id, "
     "x-stainless-arch, x-stainless-async, x-stainless-custom-poll-interval, x-stainless-helper-method, "
@@ -63,28 +59,26 @@ class ServiceMiddleware:
         self.app = app
         self.metrics = metrics
         self.lifecycle = lifecycle
-        self.keys = [k.encode() for k in settings.api_key_list]
+        self.tiers = KeyTiers(settings)
         self.auth_probes = settings.auth_probes
         self.max_body = settings.max_body_bytes
-        extra = [o.strip() for o in settings.origins.split(",") if o.strip()]
-        self.origins = _DEFAULT_ORIGINS + extra
+        self.hosts = HostPolicy(settings)
+        self.origins = OriginPolicy(settings)
 
     def origin_allowed(self, origin: str) -> bool:
-        return any(o == "*" or fnmatch.fnmatchcase(origin, o) for o in self.origins)
+        return self.origins.allowed(origin)
 
-    def authorized(self, headers: dict[str, str]) -> bool:
-        if not self.keys:
-            return True
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        given = token.strip().encode()
-        # Compare against every key (no early exit) so timing does not tell which key nearly matched.
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(given, key)
-        return ok
+    def access_error(self, method: str, path: str, headers: dict[str, str]) -> ServiceError | None:
+        """401 without a valid key, 403 with a key of too low a tier; None when the caller may go on."""
+        needed = self.tiers.required(method, path)
+        if needed is Tier.NONE:
+            return None
+        given = self.tiers.tier(headers.get("authorization", ""))
+        if given is Tier.NONE:
+            return Unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
+        if given.value < needed.value:
+            return Forbidden(f"{method} {path} needs an admin key (HUGLLAMA_ADMIN_KEYS); this key may only use models")
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,7 +91,13 @@ class ServiceMiddleware:
             rid = uuid.uuid4().hex
         token = request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
-        is_probe = path in PROBE_PATHS or path.startswith("/metrics")
+        is_probe = path in PROBE_PATHS
+        if not self.hosts.allowed(headers.get("host")):
+            # DNS rebinding: a page on another site that resolves its own name to 127.0.0.1 sends its own Host.
+            err = Forbidden("host not allowed (set HUGLLAMA_ALLOWED_HOSTS to serve this name)", param="host")
+            await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
+            request_id.reset(token)
+            return
         origin = headers.get("origin")
         cors_headers: list[tuple[bytes, bytes]] = []
         if origin is not None:
@@ -122,7 +122,7 @@ class ServiceMiddleware:
                 return
 
         start = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": 0}
 
         # Whether the response body finished and whether the client went away, for the access log.
         flow = {"completed": False, "disconnected": False}
@@ -138,6 +138,7 @@ class ServiceMiddleware:
                 flow["completed"] = True
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"x-request-id", rid.encode()))
                 hdrs.extend(cors_headers)
@@ -146,9 +147,8 @@ class ServiceMiddleware:
 
         try:
             error: ServiceError | None = None
-            needs_auth = (not is_probe or self.auth_probes) and path != "/"
-            if needs_auth and not self.authorized(headers):
-                error = Unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
+            if (not is_probe or self.auth_probes) and path != "/":
+                error = self.access_error(scope["method"], path, headers)
             if error is None and not is_probe and self.lifecycle.draining:
                 error = ShuttingDown("server is shutting down")
             length = headers.get("content-length")
@@ -163,6 +163,12 @@ class ServiceMiddleware:
                 self.lifecycle.enter()
                 try:
                     await self.app(scope, self._limited(receive_wrapper), send_wrapper)
+                except Exception:
+                    # Logged here, once, with the request id; not re-raised, or the server would log it again.
+                    log_errors.exception("unhandled error on %s %s", scope["method"], path)
+                    if status_holder["started"]:
+                        return  # the stream is cut; the client sees the connection end
+                    await self._error(send_wrapper, path, ServiceError("internal error"))
                 finally:
                     self.lifecycle.leave()
         finally:

@@ -142,7 +142,8 @@ def app_factory(settings: Settings, fake_engine: FakeEngine, fake_catalog: FakeC
 
 @pytest.fixture
 def client(app_factory: Any) -> Iterator[TestClient]:
-    with TestClient(app_factory()) as c:
+    # Host "localhost": the app refuses other Host values while bound to loopback (DNS rebinding).
+    with TestClient(app_factory(), base_url="http://localhost") as c:
         yield c
 
 
@@ -174,7 +175,7 @@ def client_for(settings: Settings, fake_catalog: Any) -> Iterator[Callable[[Any]
     opened: list[TestClient] = []
 
     def make(engine: Any) -> TestClient:
-        c = TestClient(create_app(settings, engine=engine, catalog=fake_catalog))
+        c = TestClient(create_app(settings, engine=engine, catalog=fake_catalog), base_url="http://localhost")
         c.__enter__()
         opened.append(c)
         return c

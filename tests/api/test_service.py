@@ -27,16 +27,16 @@ def test_probes(client: TestClient) -> None:
 
 def test_readyz_waits_for_engine(app_factory: Any, fake_engine: FakeEngine, monkeypatch: Any) -> None:
     monkeypatch.setattr(fake_engine, "ready", lambda: False)
-    with TestClient(app_factory()) as c:
+    with TestClient(app_factory(), base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 503
         assert c.get("/livez").status_code == 200
-    with TestClient(app_factory(readiness="server")) as c:
+    with TestClient(app_factory(readiness="server"), base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 200
 
 
 def test_livez_reports_dead_engine(app_factory: Any, fake_engine: FakeEngine, monkeypatch: Any) -> None:
     monkeypatch.setattr(fake_engine, "alive", lambda: False)
-    with TestClient(app_factory()) as c:
+    with TestClient(app_factory(), base_url="http://localhost") as c:
         assert c.get("/livez").status_code == 503
 
 
@@ -51,7 +51,7 @@ def test_request_id_taken_or_made(client: TestClient) -> None:
 
 
 def test_api_keys(app_factory: Any) -> None:
-    with TestClient(app_factory(api_keys="k1,k2")) as c:
+    with TestClient(app_factory(api_keys="k1,k2"), base_url="http://localhost") as c:
         r = c.get("/api/tags")
         assert r.status_code == 401 and "error" in r.json()
         r = c.get("/v1/models")
@@ -64,13 +64,13 @@ def test_api_keys(app_factory: Any) -> None:
         assert c.get("/livez").status_code == 200
         assert c.get("/metrics").status_code == 200
         assert c.get("/").status_code == 200
-    with TestClient(app_factory(api_keys="k1", auth_probes=True)) as c:
+    with TestClient(app_factory(api_keys="k1", auth_probes=True), base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 401
         assert c.get("/readyz", headers={"Authorization": "Bearer k1"}).status_code == 200
 
 
 def test_cors_ollama_semantics(app_factory: Any) -> None:
-    with TestClient(app_factory(origins="https://webui.example.com")) as c:
+    with TestClient(app_factory(origins="https://webui.example.com"), base_url="http://localhost") as c:
         ok = c.get("/api/version", headers={"Origin": "http://localhost:3000"})
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://localhost:3000"
         assert c.get("/api/version", headers={"Origin": "https://webui.example.com"}).status_code == 200
@@ -81,12 +81,12 @@ def test_cors_ollama_semantics(app_factory: Any) -> None:
         )
         assert pre.status_code == 204 and "POST" in pre.headers["access-control-allow-methods"]
         assert c.get("/api/version").status_code == 200  # no Origin: always allowed
-    with TestClient(app_factory(origins="*")) as c:
+    with TestClient(app_factory(origins="*"), base_url="http://localhost") as c:
         assert c.get("/api/version", headers={"Origin": "https://anything.example"}).status_code == 200
 
 
 def test_body_limit(app_factory: Any) -> None:
-    with TestClient(app_factory(max_body_bytes=2048)) as c:
+    with TestClient(app_factory(max_body_bytes=2048), base_url="http://localhost") as c:
         r = c.post("/api/chat", content=b"{" + b" " * 4096 + b"}", headers={"Content-Type": "application/json"})
         assert r.status_code == 413 and "larger than" in r.json()["error"]
 
@@ -143,9 +143,9 @@ def test_readyz_generation_probe(app_factory: Any, fake_engine: FakeEngine, monk
         return ok
 
     monkeypatch.setattr(fake_engine, "probe", lambda: probe(True), raising=False)
-    with TestClient(app_factory(readiness="generate")) as c:
+    with TestClient(app_factory(readiness="generate"), base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 200
     monkeypatch.setattr(fake_engine, "probe", lambda: probe(False), raising=False)
-    with TestClient(app_factory(readiness="generate")) as c:
+    with TestClient(app_factory(readiness="generate"), base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 503
     assert calls == [True, False]

@@ -17,6 +17,8 @@ from app.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
+SEED_MAX = 2**63 - 1  # seeds are signed 64-bit integers in Ollama's Go API
+
 # Ollama/llama.cpp knobs that do not change what a transformers model outputs (hardware and loader settings)
 # or that Ollama itself removed; accepted and ignored.
 IGNORED_OPTIONS = frozenset(
@@ -74,7 +76,7 @@ OPTIONS: dict[str, _Spec] = {
     "repeat_last_n": _Spec("int", "repeat_last_n", _ge(-1), ">= -1 (-1 = the whole context, 0 = off)"),
     "presence_penalty": _Spec("float", "presence_penalty"),
     "frequency_penalty": _Spec("float", "frequency_penalty"),
-    "seed": _Spec("int", "seed"),
+    "seed": _Spec("int", "seed", lambda v: v == -1 or 0 <= v <= SEED_MAX, "-1 (random) or between 0 and 2^63-1"),
     "stop": _Spec("stop", "stop"),
     "num_predict": _Spec("int", "max_tokens", _ge(-2), ">= -2 (-1 = unbounded, -2 = fill the context)"),
     "num_ctx": _Spec("int", "num_ctx", _ge(4), ">= 4"),

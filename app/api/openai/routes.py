@@ -7,12 +7,12 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep
-from app.api.errors import openai_body
+from app.api.errors import json_depth_guard, openai_body
 from app.api.openai import choices, convert, embeddings, responses
 from app.api.openai.schemas import (
     ChatCompletionRequest,
@@ -53,7 +53,7 @@ class _JSONBodyRoute(APIRoute):
         return route
 
 
-router = APIRouter(prefix="/v1", tags=["openai"], route_class=_JSONBodyRoute)
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=_JSONBodyRoute, dependencies=[Depends(json_depth_guard)])
 
 
 class _Encoder(Protocol):

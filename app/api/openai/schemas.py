@@ -94,7 +94,8 @@ class SamplingFields(OpenAIBaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, Bias] | None = None
-    seed: int | None = None
+    # -1 means random (llama.cpp's convention); seeds are signed 64-bit, as the clients send them.
+    seed: int | None = Field(None, ge=-1, le=2**63 - 1)
     response_format: ResponseFormat | None = None
     user: str | None = None
     # vLLM extras
