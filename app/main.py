@@ -29,11 +29,22 @@ log = logging.getLogger(__name__)
 def build_catalog(settings: Settings) -> Catalog:
     from app.registry.catalog import ModelCatalog
     from app.registry.store import AliasStore
+    from app.remote import build_catalog as build_upstream_catalog
 
+    upstream_catalog = build_upstream_catalog(settings)  # None without upstreams (README "Remote backends")
+    if upstream_catalog is not None:
+        return upstream_catalog
     return ModelCatalog(settings, AliasStore(settings.registry_path))
 
 
 def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engine:
+    from app.remote.catalog import UpstreamCatalog
+
+    if isinstance(catalog, UpstreamCatalog):  # the local engine sees local names; upstream ones are routed
+        from app.remote.router import RoutingEngine
+
+        local = build_engine(settings, catalog.local, metrics)
+        return RoutingEngine(settings, local, catalog, metrics)
     if settings.engine == "fake":
         from app.engine.fake import FakeEngine
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-SourceKind = Literal["embedded", "gguf", "hf_dir", "hf_cache"]
+SourceKind = Literal["embedded", "gguf", "hf_dir", "hf_cache", "upstream"]  # upstream: app/remote
 Quantization = Literal["8bit", "4bit"]
 
 
