@@ -28,7 +28,6 @@ from app.engine.types import (
 )
 from app.errors import InvalidRequest
 
-MAX_STOP_SEQUENCES = 16
 MAX_CHOICES = 64  # n x prompts on /v1/completions: each choice is one engine request
 
 
@@ -259,8 +258,6 @@ def to_stop(stop: str | list[str] | None) -> tuple[str, ...] | None:
     if stop is None or stop == []:
         return None  # unset, so an alias's stop sequences still apply
     items = [stop] if isinstance(stop, str) else list(stop)
-    if len(items) > MAX_STOP_SEQUENCES:
-        raise _bad(f"stop allows at most {MAX_STOP_SEQUENCES} sequences", "stop")
     if any(not s for s in items):
         raise _bad("stop sequences must be non-empty strings", "stop")
     return tuple(items)

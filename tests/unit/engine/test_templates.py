@@ -288,3 +288,114 @@ def test_fill_in_the_middle(fim_tok: Any) -> None:
     assert ids == [vocab["<fim_prefix>"], *prefix, vocab["<fim_suffix>"], *suffix, vocab["<fim_middle>"]]
     # an empty suffix is no suffix
     assert r.encode_prompt("hello", suffix="", raw=True, num_ctx=100, reserve=10) == list(fim_tok.encode("hello"))
+
+
+class _CountingRenderer(PromptRenderer):
+    renders = 0
+
+    def render_chat(self, *args: Any, **kwargs: Any) -> str:
+        type(self).renders += 1
+        return super().render_chat(*args, **kwargs)
+
+
+@pytest.mark.parametrize("role", ["system", "user"])
+@pytest.mark.parametrize("n", [100, 1000])
+def test_trimming_renders_a_few_times_whatever_the_length(tok: Any, role: str, n: int) -> None:
+    # 1,000 short system messages with num_ctx 64 took 35 s when trimming re-rendered once per message.
+    r = _CountingRenderer(tok)
+    _CountingRenderer.renders = 0
+    msgs = [Message(role=role, content=f"note {i}") for i in range(n)] + [Message(role="user", content="Hi")]
+    ids, _ = r.encode_chat(msgs, num_ctx=64, reserve=32)
+    assert 0 < len(ids) <= 32
+    assert _CountingRenderer.renders <= 6
+
+
+def test_trimming_still_drops_the_fewest_turns(renderer: PromptRenderer, tok: Any) -> None:
+    msgs = []
+    for i in range(60):
+        msgs += [Message(role="user", content=f"question {i} " * 3), Message(role="assistant", content=f"answer {i}")]
+    msgs.append(Message(role="user", content="last"))
+    full = len(renderer.encode_chat(msgs, num_ctx=100_000, reserve=0)[0])
+    for num_ctx in (full // 2, full // 3, 300):
+        ids, dropped = renderer.encode_chat(msgs, num_ctx=num_ctx, reserve=0)
+        assert len(ids) <= num_ctx
+        # one user/assistant turn fewer dropped would not fit
+        kept_more = msgs[dropped - 2 :] if dropped >= 2 else msgs
+        assert len(renderer.encode_chat(kept_more, num_ctx=100_000, reserve=0)[0]) > num_ctx
+
+
+def test_empty_rendering_is_a_400(renderer: PromptRenderer) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        renderer.encode_chat([Message(role="user", content="hi")], template="{{ '' }}", num_ctx=64, reserve=8)
+    assert err.value.param == "template"
+    with pytest.raises(InvalidRequest) as err:
+        renderer.encode_prompt("hi", template="{{ '' }}", num_ctx=64, reserve=8)
+    assert err.value.param == "template"
+    with pytest.raises(InvalidRequest) as err:
+        renderer.encode_prompt("", raw=True, num_ctx=64, reserve=8)
+    assert err.value.param == "prompt"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Any:
+    from app.engine.template_sandbox import TemplateSandbox
+
+    box = TemplateSandbox(timeout=2.0, memory_bytes=1 << 30, max_chars=100_000)
+    yield box
+    box.close()
+
+
+def test_override_templates_render_in_the_sandbox_like_in_process(renderer: PromptRenderer, sandbox: Any) -> None:
+    from app.engine.template_sandbox import RenderGuard
+
+    msgs = [Message(role="system", content="Be brief."), Message(role="user", content="Hi")]
+    inside = renderer.render_chat(msgs, template=DEBUG_TEMPLATE)
+    boxed = renderer.render_chat(msgs, template=DEBUG_TEMPLATE, guard=RenderGuard(sandbox))
+    assert boxed == inside == "system:Be brief.\nuser:Hi\nassistant:"
+    # bos/eos and the other special tokens are there as for the model's own template
+    assert renderer.render_chat(msgs, template="{{ eos_token }}", guard=RenderGuard(sandbox)) == "<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        ("{{ 'ab ' * 333333 }}", "characters"),  # over max_chars=100,000
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "longer than"),
+        ("{% set ns = namespace(a='x') %}{% for i in range(60) %}{% set ns.a = ns.a ~ ns.a %}{% endfor %}", "memory"),
+        ("{{ raise_exception('nope') }}", "nope"),
+        ("{{ ''.__class__.__mro__ }}", "unsafe"),
+    ],
+)
+def test_hostile_templates_are_400s_in_bounded_time(
+    renderer: PromptRenderer, sandbox: Any, template: str, says: str
+) -> None:
+    from app.engine.template_sandbox import RenderGuard
+
+    with pytest.raises(InvalidRequest) as err:
+        renderer.render_chat([Message(role="user", content="hi")], template=template, guard=RenderGuard(sandbox))
+    assert err.value.param == "template" and says in str(err.value)
+    # the sandbox recovers: the next render works
+    assert (
+        renderer.render_chat(
+            [Message(role="user", content="x")], template="{{ messages[0].content }}", guard=RenderGuard(sandbox)
+        )
+        == "x"
+    )
+
+
+def test_a_cancelled_render_stops_its_worker(renderer: PromptRenderer, sandbox: Any) -> None:
+    import threading
+    import time
+
+    from app.engine.template_sandbox import RenderCancelled, RenderGuard
+
+    guard = RenderGuard(sandbox)
+    threading.Timer(0.3, guard.cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(RenderCancelled):
+        renderer.render_chat(
+            [Message(role="user", content="hi")],
+            template="{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            guard=guard,
+        )
+    assert time.monotonic() - started < 1.5  # well before the 2 s deadline
