@@ -125,6 +125,10 @@ class EmbedBatcher:
         self._scheduled = False
         self.passes = 0
 
+    @property
+    def waiting_rows(self) -> int:
+        return len(self._waiting)
+
     def submit(self, rows: list[list[int]]) -> list[concurrent.futures.Future[torch.Tensor]]:
         futures: list[concurrent.futures.Future[torch.Tensor]] = [concurrent.futures.Future() for _ in rows]
         with self._lock:
@@ -169,11 +173,11 @@ class EmbedBatcher:
                 for _, fut in rows:
                     fut.set_exception(e)
             else:
-                for (_, fut), vector in zip(rows, out, strict=True):
-                    fut.set_result(vector)
                 self.passes += 1
                 if self.on_pass is not None:
                     self.on_pass(len(rows))
+                for (_, fut), vector in zip(rows, out, strict=True):
+                    fut.set_result(vector)
         with self._lock:
             again = bool(self._waiting)
             self._scheduled = again

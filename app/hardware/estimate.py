@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from app.errors import InvalidRequest
+from app.registry.encoder_info import encoder_spec
 from app.registry.gguf_info import GGUFInfo, read_gguf_info
 from app.registry.safetensors_info import read_safetensors_header
 from app.registry.types import ModelSource
@@ -342,7 +343,9 @@ def estimate(
     """
     dims = model_dims(source)
     ctx = min(num_ctx, dims.context_length) if dims.context_length else num_ctx
-    kv = kv_cache_bytes(dims, num_ctx=ctx, parallel=parallel, dtype=dtype)
+    # An embedding model keeps no KV cache: each pass's activations are bounded by the pass size (overhead).
+    embedding = source.gguf_file is None and encoder_spec(source.path) is not None
+    kv = 0 if embedding else kv_cache_bytes(dims, num_ctx=ctx, parallel=parallel, dtype=dtype)
     count = weight_count(source)
     if count is not None:
         return MemoryEstimate(

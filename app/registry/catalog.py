@@ -26,11 +26,12 @@ from app.registry import hfcache
 from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
 from app.registry.gguf_info import GGUFError
 from app.registry.names import parse_name, validate_alias_name
-from app.registry.show import QUANT_LEVELS, show_payload
+from app.registry.show import QUANT_LEVELS, capabilities, show_payload
 from app.registry.sources import (
     Base,
     cached_bases,
     embedded_base,
+    embedding_bases,
     hf_cache_bases,
     models_dir_bases,
     preferred_gguf,
@@ -65,7 +66,7 @@ class ModelCatalog:
         found: dict[str, Base] = {}
         embedded = embedded_base(self.settings.default_model)
         sources = models_dir_bases(self.settings.models_dir) + hf_cache_bases(self.cache_dir)
-        for base in ([embedded] if embedded else []) + sources:
+        for base in ([embedded] if embedded else []) + embedding_bases() + sources:
             found.setdefault(base.name.key, base)  # earlier sources win a name clash
         return found
 
@@ -132,6 +133,7 @@ class ModelCatalog:
             quantization_level=f.quantization_level,
             context_length=f.context_length,
             source=base.source,
+            capabilities=tuple(capabilities(f, f.template)),
         )
 
     def _alias_entry(self, alias: Alias) -> ModelEntry | None:
@@ -143,6 +145,7 @@ class ModelCatalog:
         entry = self._base_entry(base)
         if entry is None:
             return None
+        facts = self.facts(base.source)  # cached by _base_entry
         manifest = entry.digest + json.dumps(alias.to_json(), sort_keys=True, default=str)
         return dataclasses.replace(
             entry,
@@ -152,12 +155,14 @@ class ModelCatalog:
             quantization_level=QUANT_LEVELS.get(alias.quantization or "", entry.quantization_level),
             is_alias=True,
             base=base.name.display,
+            capabilities=tuple(capabilities(facts, alias.template or facts.template)),
         )
 
     # --- the Catalog protocol ---
 
     def list_models(self) -> list[ModelEntry]:
-        entries = [e for b in self._bases().values() if (e := self._base_entry(b)) is not None]
+        listed = [b for b in self._bases().values() if b.listed]
+        entries = [e for b in listed if (e := self._base_entry(b)) is not None]
         entries += [e for a in self.store.list() if (e := self._alias_entry(a)) is not None]
         return sorted(entries, key=lambda e: e.modified_at, reverse=True)
 
@@ -237,7 +242,7 @@ class ModelCatalog:
         base = self._resolve_base(name)
         source = base.source
         if source.kind != "hf_cache" or source.repo_id is None:
-            where = "the embedded default model" if source.kind == "embedded" else f"a local model in {source.path}"
+            where = "an embedded model" if source.kind == "embedded" else f"a local model in {source.path}"
             raise InvalidRequest(f"cannot delete {base.name.display}: it is {where}", param="model")
         revisions = [source.revision] if parsed.revision and source.revision else None
         converted = {snapshot_key(source)}  # every GGUF file of the deleted revisions may have been converted

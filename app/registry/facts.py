@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.registry.encoder_info import encoder_spec
 from app.registry.gguf_info import read_gguf_info
 from app.registry.safetensors_info import read_safetensors_header
 
+# llama.cpp's pooling_type numbers, which Ollama reports in model_info for embedding models.
+_POOLING_TYPES = {"mean": 1, "cls": 2, "lasttoken": 3}
 _SAFETENSORS_LEVEL = {"F32": "F32", "BF16": "BF16", "F16": "F16", "F64": "F64"}
 
 
@@ -31,6 +34,7 @@ class ModelFacts:
     license: str | None = None
     fim: bool = False
     location: str = ""
+    embedding: bool = False  # a sentence-transformers checkpoint (encoder_info.py): served for embeddings only
 
 
 def format_parameter_count(n: int) -> str:
@@ -193,6 +197,15 @@ def hf_dir_facts(folder: Path) -> ModelFacts:
         except OSError:
             pass
     readme_license = None
+    spec = encoder_spec(folder)
+    if spec is not None:
+        ctx = min(spec.max_seq_length, ctx) if spec.max_seq_length and ctx else (spec.max_seq_length or ctx)
+        if ctx is not None:
+            model_info[f"{arch}.context_length"] = ctx
+        if spec.dimension:
+            model_info[f"{arch}.embedding_length"] = spec.dimension
+        if len(spec.pooling) == 1 and spec.pooling[0] in _POOLING_TYPES:
+            model_info[f"{arch}.pooling_type"] = _POOLING_TYPES[spec.pooling[0]]
     return ModelFacts(
         size_bytes=size,
         digest=digest,
@@ -208,4 +221,5 @@ def hf_dir_facts(folder: Path) -> ModelFacts:
         license=readme_license,
         fim=fim,
         location=str(folder),
+        embedding=spec is not None,
     )

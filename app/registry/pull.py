@@ -37,6 +37,7 @@ TRANSPORT_RETRIES = 3
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*")
 SKIP_PATTERNS = ("training_args*", "*.msgpack", "*.h5", "*.onnx*", "*.ot")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ST_MODULE_FILE = re.compile(r"^\d+_[A-Za-z]+/[^/]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ def select_files(names: list[str], *, tag: str = "latest", trust_remote_code: bo
     config.json comes last (its presence marks a complete snapshot).
     """
     top = [n for n in names if "/" not in n]  # subfolders hold other formats (onnx/, original/, ...)
+    if "modules.json" in top:  # sentence-transformers keeps its pooling (and other modules) in numbered folders
+        top += [n for n in names if _ST_MODULE_FILE.match(n)]
     patterns = ALLOW_PATTERNS + (("*.py",) if trust_remote_code else ())
     has_safetensors = any(n.endswith(".safetensors") for n in top)
     has_bin = any(fnmatch.fnmatch(n, "pytorch_model*.bin") for n in top)

@@ -43,6 +43,21 @@ def render_parameters(options: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def capabilities(f: ModelFacts, template: str | None) -> list[str]:
+    """What /api/show and /api/tags say the model does."""
+    if f.embedding:  # a sentence-transformers checkpoint: vectors only, chat and generate are refused
+        return ["embedding"]
+    # Only what the model really does (Ollama's rule): clients act on these. Open WebUI sends its ~26 KB of
+    # built-in tools to every model listing `tools`, which fills a small model's context. A client that sends
+    # tools anyway still gets the fallback tool prompt; `vision` is never listed (no image input is served).
+    out = ["completion"]
+    if renders_tools(template):
+        out.append("tools")
+    if f.fim:
+        out.append("insert")
+    return out
+
+
 def show_payload(name: str, resolved: ResolvedModel, f: ModelFacts) -> dict[str, Any]:
     """What /api/show answers for `name`, already resolved to `resolved` whose base model has facts `f`."""
     alias = resolved.alias
@@ -66,14 +81,6 @@ def show_payload(name: str, resolved: ResolvedModel, f: ModelFacts) -> dict[str,
     lines += [f"PARAMETER {line}" for line in parameters.splitlines()]
     if resolved.quantization:
         lines.append(f"# quantization: {resolved.quantization} ({QUANT_METHODS[resolved.quantization]})")
-    # Only what the model really does (Ollama's rule): clients act on these. Open WebUI sends its ~26 KB of
-    # built-in tools to every model listing `tools`, which fills a small model's context. A client that sends
-    # tools anyway still gets the fallback tool prompt; `vision` is never listed (no image input is served).
-    capabilities = ["completion"]
-    if renders_tools(template):
-        capabilities.append("tools")
-    if f.fim:
-        capabilities.append("insert")
     out: dict[str, Any] = {
         "details": {
             "parent_model": resolved.base_name if alias else "",
@@ -88,7 +95,7 @@ def show_payload(name: str, resolved: ResolvedModel, f: ModelFacts) -> dict[str,
         "system": system,
         "parameters": parameters,
         "modelfile": "\n".join(lines) + "\n",
-        "capabilities": capabilities,
+        "capabilities": capabilities(f, template),
         "modified_at": (alias.modified_at if alias else 0.0) or f.modified_at,
     }
     if alias and alias.messages:

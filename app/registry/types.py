@@ -84,6 +84,7 @@ class ModelEntry:
     is_alias: bool = False
     base: str | None = None  # for aliases: the base model's name
     source: ModelSource | None = None
+    capabilities: tuple[str, ...] = ()  # as /api/show reports them ("completion", "tools", "embedding", ...)
 
 
 @dataclass(frozen=True, slots=True)

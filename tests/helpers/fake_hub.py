@@ -254,5 +254,6 @@ def tiny_model_files(hidden: int = 16, layers: int = 2, vocab: int = 64, weights
 def write_files(folder: Path, files: dict[str, bytes]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)  # module folders (1_Pooling/config.json)
         (folder / name).write_bytes(data)
     return folder

@@ -222,6 +222,7 @@ def to_list_response(entries: Iterable[ModelEntry], tz: tzinfo | None = None) ->
                 size=e.size_bytes,
                 digest=e.digest,
                 details=details,
+                capabilities=list(e.capabilities) or None,
             )
         )
     return schemas.ListResponse(models=models)

@@ -251,6 +251,7 @@ class ListModel(BaseModel):
     size: int
     digest: str
     details: ModelDetails
+    capabilities: list[str] | None = None  # Ollama HEAD lists them in /api/tags too
 
 
 class ListResponse(BaseModel):

@@ -31,12 +31,18 @@ def test_finish_cuts_then_renormalises() -> None:
     ("lengths", "budget"),
     [([5, 1, 9, 3, 3], 12), ([100], 10), ([2] * 50, 16), ([7, 7, 7], 7), ([], 8)],
 )
-def test_plan_passes_covers_every_input_once_within_budget(lengths: list[int], budget: int) -> None:
-    passes = embeddings.plan_passes(lengths, budget)
+def test_passes_cover_every_input_once_within_budget(lengths: list[int], budget: int) -> None:
+    waiting = list(range(len(lengths)))
+    passes = []
+    while waiting:
+        picked = [waiting[i] for i in embeddings.take_pass([lengths[i] for i in waiting], max_rows=4, budget=budget)]
+        assert picked and picked[0] == waiting[0]  # the oldest row always goes
+        passes.append(picked)
+        waiting = [i for i in waiting if i not in picked]
     assert sorted(i for p in passes for i in p) == list(range(len(lengths)))
     for p in passes:
         width = max(lengths[i] for i in p)
-        assert len(p) == 1 or width * len(p) <= budget
+        assert len(p) == 1 or (width * len(p) <= budget and len(p) <= 4)
 
 
 def test_batched_rows_equal_rows_alone_and_differ_by_input() -> None:

@@ -1,0 +1,129 @@
+"""What a sentence-transformers checkpoint says about itself: pooling (`1_Pooling/config.json`), normalisation
+(`modules.json`), the longest input (`sentence_bert_config.json`). Pure file reading, no torch: the registry
+uses it to list a folder as an embedding model, the engine to pool and normalise like sentence-transformers.
+
+Decision: a folder is an embedding model when its `modules.json` starts with a sentence-transformers
+`Transformer` module. Plain encoder folders without it (a bare BertModel) are not recognised: nothing says how
+to pool them, and guessing would serve vectors no retrieval index was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# sentence-transformers' order when several modes are set: the pooled vectors are concatenated in it.
+POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len", "weightedmean", "lasttoken")
+SUPPORTED_POOLING = frozenset({"cls", "max", "mean", "mean_sqrt_len", "lasttoken"})
+_LEGACY_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_ST = "sentence_transformers.models."
+# Modules that only reshape what the Transformer and Pooling produce in ways served here.
+_KNOWN_MODULES = {_ST + "Transformer", _ST + "Pooling", _ST + "Normalize"}
+
+
+@dataclass(frozen=True, slots=True)
+class EncoderSpec:
+    """How to turn an encoder's token states into one vector per input.
+
+    `unsupported` names a module or pooling mode this server cannot reproduce (loading such a model fails with
+    that message rather than serving different vectors).
+    """
+
+    pooling: tuple[str, ...] = ("mean",)
+    normalize: bool = False
+    max_seq_length: int | None = None
+    do_lower_case: bool = False
+    dimension: int | None = None
+    unsupported: str | None = None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
+    """The modes a Pooling config asks for: `pooling_mode` (newer releases) or the `pooling_mode_*_tokens` flags."""
+    mode = config.get("pooling_mode")
+    if isinstance(mode, str) and mode:
+        return (mode.lower().replace("_tokens", "").replace("-", "_"),)
+    chosen = {name for key, name in _LEGACY_KEYS.items() if config.get(key) is True}
+    return tuple(m for m in POOLING_MODES if m in chosen) or ("mean",)
+
+
+def _parse(folder: Path) -> EncoderSpec | None:
+    modules = _read_json(folder / "modules.json")
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, dict) for m in modules):
+        return None
+    modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
+    if str(modules[0].get("type", "")) != _ST + "Transformer":
+        return None
+    unsupported = None
+    pooling: tuple[str, ...] = ("mean",)
+    dimension = None
+    for m in modules:
+        kind = str(m.get("type", ""))
+        if kind not in _KNOWN_MODULES:
+            unsupported = unsupported or f"the sentence-transformers module {kind} is not supported"
+        if kind == _ST + "Pooling":
+            config = _read_json(folder / str(m.get("path", "")) / "config.json")
+            if isinstance(config, dict):
+                pooling = pooling_modes(config)
+                dim = config.get("word_embedding_dimension") or config.get("embedding_dimension")
+                dimension = dim if isinstance(dim, int) else None
+    bad = [p for p in pooling if p not in SUPPORTED_POOLING]
+    if bad:
+        unsupported = unsupported or f"pooling mode {bad[0]!r} is not supported"
+    st_config = _read_json(folder / "sentence_bert_config.json")
+    st_config = st_config if isinstance(st_config, dict) else {}
+    max_len = st_config.get("max_seq_length")
+    return EncoderSpec(
+        pooling=pooling,
+        normalize=any(str(m.get("type", "")) == _ST + "Normalize" for m in modules),
+        max_seq_length=max_len if isinstance(max_len, int) and max_len > 0 else None,
+        do_lower_case=st_config.get("do_lower_case") is True,
+        dimension=dimension * len(pooling) if dimension else None,
+        unsupported=unsupported,
+    )
+
+
+_lock = threading.Lock()
+_cache: dict[str, tuple[int, EncoderSpec | None]] = {}
+
+
+def encoder_spec(folder: Path) -> EncoderSpec | None:
+    """The folder's EncoderSpec, or None when it is not a sentence-transformers checkpoint (cached per
+    modules.json mtime: listings and every request ask)."""
+    try:
+        stamp = os.stat(folder / "modules.json").st_mtime_ns
+    except OSError:
+        return None
+    key = str(folder)
+    with _lock:
+        hit = _cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    spec = _parse(folder)
+    with _lock:
+        if len(_cache) > 512:
+            _cache.clear()
+        _cache[key] = (stamp, spec)
+    return spec
+
+
+def is_embedding_folder(folder: Path, gguf_file: str | None = None) -> bool:
+    """True for a sentence-transformers folder (GGUF files are always served as generative models)."""
+    return gguf_file is None and encoder_spec(folder) is not None

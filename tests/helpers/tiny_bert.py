@@ -1,0 +1,70 @@
+"""A randomly initialised two-layer BERT laid out as a sentence-transformers checkpoint (modules.json,
+1_Pooling/config.json, sentence_bert_config.json, a WordPiece tokenizer): the real loading, tokenizing and
+pooling paths of embedding models in milliseconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WORDS = (
+    "the a is of and to in capital france paris city french i like eat bananas for breakfast cat dog sat on mat "
+    "sun hot cold water river mountain big small red blue green house car tree book read write run fast slow"
+).split()
+
+
+def tiny_bert_files(
+    *,
+    pooling: str | dict[str, bool] = "mean",
+    normalize: bool = True,
+    max_seq_length: int | None = 16,
+    do_lower_case: bool = False,
+    extra_modules: tuple[dict[str, object], ...] = (),
+    seed: int = 0,
+) -> dict[str, bytes]:
+    """Every file of the checkpoint, by relative path (for write_files or a FakeRepo)."""
+    import tempfile
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,?!"]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+        torch.manual_seed(seed)
+        model = BertModel(
+            BertConfig(
+                vocab_size=len(vocab),
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=64,
+            ),
+            add_pooling_layer=False,
+        ).eval()
+        out = folder / "out"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    modules: list[dict[str, object]] = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    modules += [{"idx": len(modules) + i, **m} for i, m in enumerate(extra_modules)]
+    pool_config: dict[str, object] = {"word_embedding_dimension": 32}
+    if isinstance(pooling, str):
+        pool_config["pooling_mode"] = pooling
+    else:
+        pool_config.update(pooling)
+    st_config: dict[str, object] = {"do_lower_case": do_lower_case}
+    if max_seq_length is not None:
+        st_config["max_seq_length"] = max_seq_length
+    files["modules.json"] = json.dumps(modules).encode()
+    files["1_Pooling/config.json"] = json.dumps(pool_config).encode()
+    files["sentence_bert_config.json"] = json.dumps(st_config).encode()
+    return files
