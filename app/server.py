@@ -70,6 +70,12 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     from app.main import create_app
 
     bind_host, bind_port = settings.bind()
+    if host is not None or port is not None:
+        # The app's Host-header policy depends on the address really bound (`serve --host` overrides the setting).
+        bind_host = host if host is not None else bind_host
+        bind_port = port if port is not None else bind_port
+        shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+        settings = settings.model_copy(update={"host": f"{shown}:{bind_port}", "port": bind_port})
 
     def factory() -> Any:
         app = create_app(settings)
@@ -79,8 +85,8 @@ def run(settings: Settings, host: str | None = None, port: int | None = None) ->
     config = uvicorn.Config(
         factory,
         factory=True,
-        host=host if host is not None else bind_host,
-        port=port if port is not None else bind_port,
+        host=bind_host,
+        port=bind_port,
         log_config=None,  # the app configures logging
         access_log=False,  # the app's middleware writes the access log
         lifespan="on",

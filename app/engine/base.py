@@ -26,8 +26,9 @@ class Engine(Protocol):
         """Make `model` resident; returns the load time in seconds (0 when already loaded)."""
         ...
 
-    async def unload(self, model: str) -> bool:
-        """Unload once in-flight requests end; False when it was not loaded."""
+    async def unload(self, model: str, *, force: bool = False) -> bool:
+        """Unload once in-flight requests end; False when it was not loaded or is pinned (preloaded) and not
+        `force`d."""
         ...
 
     def running(self) -> list[RunningModel]: ...

@@ -49,6 +49,7 @@ class FakeEngine:
         self.embed_requests: list[EmbeddingRequest] = []
         self.cancelled = False
         self.loaded: dict[str, float] = {}
+        self.pinned: set[str] = set()  # names a keep_alive 0 request does not unload (preloaded, in the real engine)
         self.closed = False
 
     def _check(self, name: str) -> None:
@@ -124,7 +125,9 @@ class FakeEngine:
         self.loaded[model] = time.time()
         return 0.0
 
-    async def unload(self, model: str) -> bool:
+    async def unload(self, model: str, *, force: bool = False) -> bool:
+        if model in self.pinned and not force:
+            return False
         return self.loaded.pop(model, None) is not None
 
     def running(self) -> list[RunningModel]:

@@ -75,7 +75,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 log.exception("preloading %s failed", name)
 
     def ready(self) -> bool:
-        return all(name in self._preloaded for name in self._preload)
+        return all(name in self._preloaded for name in self._preload) and self.manager.pinned_resident()
 
     def alive(self) -> bool:
         return all(r.scheduler.alive() for r in self.manager.residents.values())
@@ -107,8 +107,8 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         await self.manager.ensure(resolved, resolved.keep_alive(keep_alive))
         return 0.0 if before is not None else time.perf_counter() - started
 
-    async def unload(self, model: str) -> bool:
-        return await self.manager.unload(self.catalog.resolve(model))
+    async def unload(self, model: str, *, force: bool = False) -> bool:
+        return await self.manager.unload(self.catalog.resolve(model), force=force)
 
     def running(self) -> list[RunningModel]:
         return self.manager.running()

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine import encoders, loader
+from app.engine import loader
 from app.engine.prefix_cache import PrefixCache
 from app.engine.scheduler import BatchScheduler
 from app.engine.templates import PromptRenderer
@@ -22,7 +22,6 @@ from app.errors import InsufficientMemory, ModelLoadFailed, Overloaded, ServiceE
 from app.hardware import detect, planning
 from app.hardware import estimate as estimating
 from app.metrics import Metrics
-from app.registry.encoder_info import EncoderSpec
 from app.registry.types import ResolvedModel
 from app.settings import Settings
 
@@ -48,11 +47,6 @@ class Resident:
     last_used: float = field(default_factory=time.time)
     expires_at: float | None = None
     compiler: Any = None
-    # Embedding models (sentence-transformers checkpoints): how to pool, the vector's length, and the
-    # EmbedBatcher gathering concurrent requests (made on first use).
-    encoder: EncoderSpec | None = None
-    encoder_dim: int | None = None
-    batcher: Any = None
 
     def constraint_compiler(self) -> Any:
         if self.compiler is None:
@@ -82,6 +76,8 @@ class ModelManager:
         self.residents: dict[str, Resident] = {}
         self.status: dict[str, LoadStatus] = {}
         self._loading: dict[str, asyncio.Future[Resident]] = {}
+        # Load keys of the preloaded (HUGLLAMA_PRELOAD) models: pinned whenever resident, and /readyz waits for them.
+        self.pinned_keys: set[str] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
         self._reaper: asyncio.Task[None] | None = None
         self.device = detect.choose_device(settings.device)
@@ -157,6 +153,8 @@ class ModelManager:
         if keep_alive is not None:
             res.keep_alive = keep_alive
         if pinned:
+            self.pinned_keys.add(key)
+        if key in self.pinned_keys:
             res.pinned = True
         if res.in_flight == 0:
             self._arm(res)
@@ -259,9 +257,6 @@ class ModelManager:
 
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        spec = encoders.spec_of(resolved.source)
-        if spec is not None:
-            return self._load_encoder(resolved, spec, need, keep_alive, pinned)
         weights = loader.load(
             resolved.source,
             snapshots=self.settings.snapshots_dir,
@@ -314,48 +309,18 @@ class ModelManager:
             pinned=pinned,
         )
 
-    def _load_encoder(
-        self, resolved: ResolvedModel, spec: EncoderSpec, need: int, keep_alive: float | None, pinned: bool
-    ) -> Resident:
-        """An embedding model: its scheduler's thread only runs embedding passes (generation is refused before
-        a request gets here), so it has no KV cache, prefix cache or sampling defaults."""
-        weights = encoders.load_encoder(
-            resolved.source,
-            spec,
-            device=self.device,
-            dtype=self.dtype,
-            quantization=resolved.quantization,
-            trust_remote_code=self.settings.trust_remote_code,
-        )
-        model, tokenizer = weights.model, weights.tokenizer
-        scheduler = BatchScheduler(
-            model, tokenizer, name=resolved.base_name, max_batch=1, eos_ids=set(), device=str(model.device)
-        )
-        label = self.metrics.model_label(resolved.base_name)
-        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
-        self.metrics.model_memory_estimate.labels(model=label).set(need)
-        return Resident(
-            key=resolved.load_key,
-            name=resolved.base_name,
-            resolved=resolved,
-            weights=weights,
-            scheduler=scheduler,
-            renderer=PromptRenderer(tokenizer),
-            eos=set(),
-            defaults=SamplingParams(),
-            context_length=encoders.max_length(spec, model, tokenizer),
-            vocab_size=len(tokenizer),
-            estimate_bytes=need,
-            keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
-            pinned=pinned,
-            encoder=spec,
-            encoder_dim=spec.dimension or int(model.config.hidden_size) * len(spec.pooling),
-        )
-
     # ---- unloading ----
-    async def unload(self, resolved: ResolvedModel) -> bool:
+    def pinned_resident(self) -> bool:
+        return all(key in self.residents for key in self.pinned_keys)
+
+    async def unload(self, resolved: ResolvedModel, *, force: bool = False) -> bool:
+        """Unload now or when in-flight requests end. A pinned (preloaded) model stays unless `force` (the admin
+        unload); forced, it is pinned again when it is next loaded."""
         res = self.residents.get(resolved.load_key)
         if res is None:
+            return False
+        if res.pinned and not force:
+            log.info("%s is pinned (HUGLLAMA_PRELOAD): not unloading it", res.name)
             return False
         res.pinned = False
         if res.in_flight:
@@ -380,7 +345,6 @@ class ModelManager:
         res.scheduler.model = None
         res.scheduler.prefix_cache = None
         res.compiler = None
-        res.batcher = None
         gc.collect()
         if self.device == "cuda":
             import torch

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import CatalogDep, EngineDep
+from app.api.errors import json_depth_guard
 from app.api.management.schemas import ConfigUpdate, LoadRequest, UnloadRequest, WarmRequest
 from app.engine.base import ModelAdmin
 from app.engine.types import GenerationRequest, Message
 from app.errors import InvalidRequest
 
-router = APIRouter(prefix="/api/v1", tags=["management"])
+router = APIRouter(prefix="/api/v1", tags=["management"], dependencies=[Depends(json_depth_guard)])
 
 
 def _admin(engine: object) -> ModelAdmin:
@@ -58,8 +59,10 @@ async def put_model_config(body: ConfigUpdate, engine: EngineDep) -> dict[str, A
 
 @router.post("/models/unload")
 async def unload_model(body: UnloadRequest, engine: EngineDep) -> dict[str, Any]:
-    """Unload a model once its in-flight requests end."""
-    return {"model": body.model_name_or_path, "unloaded": await engine.unload(body.model_name_or_path)}
+    """Unload a model once its in-flight requests end, a pinned (preloaded) one too: /readyz then answers 503
+    until it is loaded again."""
+    unloaded = await engine.unload(body.model_name_or_path, force=True)
+    return {"model": body.model_name_or_path, "unloaded": unloaded}
 
 
 @router.post("/cache/warm")
