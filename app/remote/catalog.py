@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,14 @@ def upstream_prefix(name: str) -> str:
 class LocalCatalog(ModelCatalog):
     """The local catalog, leaving aliases of upstream models (and their names) to UpstreamCatalog."""
 
-    def __init__(self, settings: Settings, store: AliasStore, upstream_names: set[str]) -> None:
-        super().__init__(settings, store)
+    def __init__(
+        self,
+        settings: Settings,
+        store: AliasStore,
+        upstream_names: set[str],
+        template_check: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(settings, store, template_check=template_check)
         self.upstream_names = upstream_names
 
     def _alias_entry(self, alias: Alias) -> ModelEntry | None:

@@ -8,8 +8,9 @@ from typing import Any, cast
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CatalogDep, EngineDep
+from app.api.deps import EngineDep, SettingsDep
 from app.api.errors import json_depth_guard
+from app.api.management import design
 from app.api.management.schemas import ConfigUpdate, LoadRequest, UnloadRequest, WarmRequest
 from app.engine.base import ModelAdmin
 from app.engine.types import GenerationRequest, Message
@@ -26,35 +27,46 @@ def _admin(engine: object) -> ModelAdmin:
 
 @router.get("/models/available")
 async def available_models(engine: EngineDep) -> dict[str, Any]:
-    """Local, cached and alias models with memory estimates and whether each fits."""
-    return {"models": _admin(engine).available()}
+    """Local, cached, upstream and alias models with memory estimates and whether each fits."""
+    return design.available_payload(_admin(engine).available())
 
 
 @router.post("/models/load", status_code=202)
-async def load_model(body: LoadRequest, engine: EngineDep) -> JSONResponse:
-    """Start loading a model in the background (202); poll /status."""
+async def load_model(body: LoadRequest, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+    """Start loading a model in the background (202); poll /status. On an upstream it selects the model there."""
     status = await _admin(engine).begin_load(
-        body.model_name_or_path, device=body.device, quantization=body.quantization
+        design.load_name(body.model_name_or_path, settings, engine), device=body.device, quantization=body.quantization
     )
     return JSONResponse(status, status_code=202)
 
 
 @router.get("/models/status")
-async def model_status(engine: EngineDep) -> dict[str, Any]:
-    """Per model: loading, loaded or failed, with settings and memory."""
-    return {"models": _admin(engine).statuses()}
+async def model_status(engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    """The backend's active model and state (original design), then per model and per upstream detail."""
+    return design.status_payload(_admin(engine), settings)
 
 
 @router.get("/models/config")
-async def get_model_config(model: str, engine: EngineDep, catalog: CatalogDep) -> dict[str, Any]:
-    """Default generation options of a model or alias."""
-    return _admin(engine).get_config(model)
+async def get_model_config(engine: EngineDep, settings: SettingsDep, model: str | None = None) -> dict[str, Any]:
+    """Default generation options of a model or alias (default: the active model), flat and as options."""
+    name = model or design.active_model(engine, settings)
+    if not name:
+        raise InvalidRequest("model is required (no active model)", param="model")
+    return design.config_payload(_admin(engine).get_config(name), settings)
 
 
 @router.put("/models/config")
-async def put_model_config(body: ConfigUpdate, engine: EngineDep) -> dict[str, Any]:
-    """Replace the default generation options (persisted for aliases)."""
-    return _admin(engine).put_config(body.model, body.options)
+async def put_model_config(body: ConfigUpdate, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    """Replace the default options, or update the flat fields given (persisted for aliases)."""
+    admin = _admin(engine)
+    name = body.model or design.active_model(engine, settings)
+    if not name:
+        raise InvalidRequest("model is required (no active model)", param="model")
+    flat = {design.FLAT_FIELDS[k]: v for k, v in body.model_dump(exclude_none=True).items() if k in design.FLAT_FIELDS}
+    if body.options is None and not flat:
+        raise InvalidRequest("options or one of " + ", ".join(design.FLAT_FIELDS) + " is required", param="options")
+    options = body.options if body.options is not None else {**admin.get_config(name)["options"], **flat}
+    return design.config_payload(admin.put_config(name, {**options, **flat}), settings)
 
 
 @router.post("/models/unload")

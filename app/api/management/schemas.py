@@ -22,10 +22,18 @@ class UnloadRequest(BaseModel):
 
 
 class ConfigUpdate(BaseModel):
+    """Either `options` (replaces the model's defaults) or the original design's flat fields (each updates one
+    default); `model` defaults to the active model."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=300)
-    options: dict[str, Any]
+    model: str | None = Field(None, min_length=1, max_length=300)
+    options: dict[str, Any] | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    repetition_penalty: float | None = Field(None, ge=1)
 
 
 class WarmRequest(BaseModel):
