@@ -27,14 +27,18 @@ log = logging.getLogger(__name__)
 
 
 def build_catalog(settings: Settings) -> Catalog:
+    from app.engine.template_sandbox import AliasTemplateCheck, TemplateSandbox
     from app.registry.catalog import ModelCatalog
     from app.registry.store import AliasStore
     from app.remote import build_catalog as build_upstream_catalog
 
-    upstream_catalog = build_upstream_catalog(settings)  # None without upstreams (README "Remote backends")
+    # Alias templates are user input too: rendered once in a sandboxed process before they are saved.
+    sandbox = TemplateSandbox.from_settings(settings, workers=1)
+    check = AliasTemplateCheck(sandbox, settings.max_template_bytes)
+    upstream_catalog = build_upstream_catalog(settings, check)  # None without upstreams (README "Remote backends")
     if upstream_catalog is not None:
         return upstream_catalog
-    return ModelCatalog(settings, AliasStore(settings.registry_path))
+    return ModelCatalog(settings, AliasStore(settings.registry_path), template_check=check)
 
 
 def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engine:

@@ -187,8 +187,15 @@ class LocalRegistry:
             from app.registry.store import AliasStore
         except ImportError as exc:
             raise CliError(f"the model registry is not available in this build: {exc}") from None
+        from app.engine.template_sandbox import AliasTemplateCheck, TemplateSandbox
+
+        sandbox = TemplateSandbox.from_settings(settings, workers=1)
         self.settings = settings
-        self.catalog = ModelCatalog(settings, AliasStore(settings.registry_path))
+        self.catalog = ModelCatalog(
+            settings,
+            AliasStore(settings.registry_path),
+            template_check=AliasTemplateCheck(sandbox, settings.max_template_bytes),  # as the server checks them
+        )
 
     # --- list, with the memory columns ---
 

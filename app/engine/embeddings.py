@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from app.engine import encoders
+from app.engine import encoders, limits
 from app.engine.types import EmbeddingRequest, Embeddings, GenerationRequest
 from app.errors import InvalidRequest, Overloaded
 
@@ -205,6 +205,7 @@ class EmbeddingMixin:
         resolved = self.catalog.resolve(req.model)
         if req.dimensions is not None and req.dimensions < 1:
             raise InvalidRequest("dimensions must be a positive integer", param="dimensions")
+        limits.check_embedding(req, self.settings)
         if self._waiting >= self.settings.max_queue:
             self.metrics.failures.labels(reason="queue_full").inc()
             raise Overloaded("server busy, please try again.  maximum pending requests exceeded")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,17 +55,22 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         self._preload_task: asyncio.Task[None] | None = None
         # Default options of plain models set through PUT /api/v1/models/config (aliases persist theirs).
         self.model_configs: dict[str, dict[str, Any]] = {}
-        self.sandbox = TemplateSandbox(
-            timeout=settings.template_timeout_seconds,
-            memory_bytes=settings.template_memory_bytes,
-            max_chars=settings.max_prompt_chars,
-        )
+        self.sandbox = TemplateSandbox.from_settings(settings)
 
     # ---- lifecycle ----
     async def startup(self) -> None:
         self.manager.start_reaper()
         if self._preload:
             self._preload_task = asyncio.get_running_loop().create_task(self._do_preload())
+        if self.settings.request_templates:
+            # The first template request would otherwise wait for the worker's imports (a second or more).
+            threading.Thread(target=self._prewarm_sandbox, name="template-prewarm", daemon=True).start()
+
+    def _prewarm_sandbox(self) -> None:
+        try:
+            self.sandbox.prewarm()
+        except Exception as exc:  # the first render starts a worker itself
+            log.warning("could not start the template worker ahead of time: %s", exc)
 
     async def _do_preload(self) -> None:
         for name in self._preload:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidRequest
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 # counted against a render's deadline.
 _START_TIMEOUT = 60.0
 _POLL = 0.05
+# A template adds headers and instructions around what it is given; one that renders far more than its input is
+# an amplifier (`{{ 'ab ' * 333333 }}`: 90 bytes in, 1 MB of prompt out).
+_GROWTH = 4
+_SLACK_CHARS = 64 * 1024
 
 
 class RenderCancelled(Exception):
@@ -91,6 +96,15 @@ class TemplateSandbox:
         self._slots = threading.BoundedSemaphore(workers)
         self._closed = False
 
+    @classmethod
+    def from_settings(cls, settings: Settings, workers: int = 2) -> TemplateSandbox:
+        return cls(
+            timeout=settings.template_timeout_seconds,
+            memory_bytes=settings.template_memory_bytes,
+            max_chars=settings.max_prompt_chars,
+            workers=workers,
+        )
+
     def prewarm(self) -> None:
         """Start one worker ahead of the first render (call from a thread: it waits for the worker's imports)."""
         with self._slots:
@@ -110,6 +124,8 @@ class TemplateSandbox:
         param: str = "template",
     ) -> str:
         """The rendered text; InvalidRequest (naming `param`) for an error, a timeout or oversized output."""
+        given = sum(len(str(m.get("content") or "")) for m in messages) + len(json.dumps(tools or [], default=str))
+        max_chars = min(self.max_chars, _GROWTH * given + _SLACK_CHARS)
         payload = json.dumps(
             {
                 "template": template,
@@ -118,7 +134,7 @@ class TemplateSandbox:
                 "kwargs": kwargs,
                 "add_generation_prompt": add_generation_prompt,
                 "continue_final_message": continue_final_message,
-                "max_chars": self.max_chars,
+                "max_chars": max_chars,
             },
             ensure_ascii=False,
             default=str,
@@ -188,3 +204,35 @@ class TemplateSandbox:
                 except OSError:
                     pass
             worker.kill()
+
+
+# What an alias template is rendered with before it is saved: a short chat and placeholder special tokens (the
+# template may be used over any model).
+_SAMPLE_CHAT = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "Hello"}]
+_SAMPLE_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+
+
+class AliasTemplateCheck:
+    """Refuses an alias template that is too large, fails, times out or renders an empty prompt, at creation."""
+
+    def __init__(self, sandbox: TemplateSandbox, max_bytes: int) -> None:
+        self.sandbox = sandbox
+        self.max_bytes = max_bytes
+
+    def __call__(self, template: str) -> None:
+        size = len(template.encode("utf-8", "surrogatepass"))
+        if size > self.max_bytes:
+            raise InvalidRequest(
+                f"the template is too large: {size} bytes > {self.max_bytes} (HUGLLAMA_MAX_TEMPLATE_BYTES)",
+                param="template",
+            )
+        text = self.sandbox.render(
+            template,
+            _SAMPLE_CHAT,
+            tools=None,
+            kwargs=dict(_SAMPLE_TOKENS),
+            add_generation_prompt=True,
+            continue_final_message=False,
+        )
+        if not text.strip():
+            raise InvalidRequest("the template renders an empty prompt", param="template")

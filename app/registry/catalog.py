@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from app.errors import InvalidRequest, ModelNotFound
 from app.registry import hfcache
 from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
 from app.registry.gguf_info import GGUFError
+from app.registry.limits import check_alias
 from app.registry.names import parse_name, validate_alias_name
 from app.registry.show import QUANT_LEVELS, capabilities, show_payload
 from app.registry.sources import (
@@ -49,10 +51,19 @@ _SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 class ModelCatalog:
     """The Catalog protocol over the embedded model, settings.models_dir, the HF cache and an AliasStore."""
 
-    def __init__(self, settings: Settings, store: AliasStore | None = None, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AliasStore | None = None,
+        *,
+        cache_dir: Path | None = None,
+        template_check: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store if store is not None else AliasStore(settings.registry_path)
         self._cache_dir = cache_dir
+        # Renders an alias's template once before it is saved (the engine's sandbox); None skips the check.
+        self._template_check = template_check
         self._facts_lock = threading.Lock()
         self._facts: dict[tuple[str, str | None, tuple[int, int, int]], ModelFacts] = {}
 
@@ -233,7 +244,12 @@ class ModelCatalog:
                 messages=alias.messages or parent.messages,
             )
         base = self._resolve_base(alias.model)
-        self.store.put(dataclasses.replace(alias, name=name, model=base.name.display))
+        check_alias(alias, self.settings)  # sizes first: a huge template is refused before it is rendered
+        if alias.template and self._template_check is not None:
+            self._template_check(alias.template)  # a template that fails or renders nothing is refused now
+        self.store.put(
+            dataclasses.replace(alias, name=name, model=base.name.display), max_aliases=self.settings.max_aliases
+        )
 
     def delete(self, name: str) -> None:
         parsed = parse_name(name)
@@ -242,7 +258,7 @@ class ModelCatalog:
         base = self._resolve_base(name)
         source = base.source
         if source.kind != "hf_cache" or source.repo_id is None:
-            where = "an embedded model" if source.kind == "embedded" else f"a local model in {source.path}"
+            where = "an embedded model" if source.kind == "embedded" else "a local model (HUGLLAMA_MODELS_DIR)"
             raise InvalidRequest(f"cannot delete {base.name.display}: it is {where}", param="model")
         revisions = [source.revision] if parsed.revision and source.revision else None
         converted = {snapshot_key(source)}  # every GGUF file of the deleted revisions may have been converted

@@ -189,7 +189,8 @@ async def create(request: Request, catalog: CatalogDep) -> Response:
     quantization, applied at load), and, as an extension, a top-level `keep_alive`."""
     req = await _body(request, schemas.CreateRequest)
     alias = convert.to_alias(req, now=time.time(), existing=catalog.get_alias(req.target) if req.target else None)
-    catalog.put_alias(alias)  # validates names and the base before anything is sent
+    # Validates names, the base and the template (rendered in the sandbox: off the event loop) before any reply.
+    await asyncio.to_thread(catalog.put_alias, alias)
     statuses = convert.create_statuses(req, alias)
     if req.stream is False:
         return _json(statuses[-1])
