@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 11434
 
-.PHONY: serve test test-fast lint bench setup setup-dev clean
+.PHONY: serve test test-fast test-container lint bench setup setup-dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test: $(DEVSTAMP) lint
 	$(BIN)/python -m pytest -q -m slow tests
 	@if [ -d ../shared/conformance ]; then $(BIN)/python -m pytest -q -p no:cacheprovider ../shared/conformance; \
 	else echo "../shared/conformance not found: skipped"; fi
+	$(MAKE) test-container
+
+# The container tier: builds the CPU image from this checkout and runs it (tests/container/run.sh installs and
+# starts Docker when it can, and skips with one line where Docker cannot run). About 10 minutes on 2 cores.
+test-container: $(DEVSTAMP)
+	PY=$(BIN)/python tests/container/run.sh
 
 test-fast: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests

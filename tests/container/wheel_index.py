@@ -22,6 +22,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import IO
 
 PYPI_SIMPLE = "https://pypi.org/simple/"
 PYPI_FILES = "https://files.pythonhosted.org/"
@@ -43,8 +44,13 @@ def _local_wheels(wheel_dir: Path) -> dict[str, list[tuple[Path, str]]]:
     return out
 
 
+# The URL is a build argument, and Docker's layer cache keys on build arguments' values: the same port every time
+# keeps the cached dependency layers valid between runs. Taken only when free; any free port otherwise.
+PREFERRED_PORT = 41134
+
+
 def serve(wheel_dir: Path) -> tuple[ThreadingHTTPServer, str]:
-    """Start the index on a free loopback port in a daemon thread; returns (server, its /simple/ URL)."""
+    """Start the index on a loopback port in a daemon thread; returns (server, its /simple/ URL)."""
     wheels = _local_wheels(wheel_dir)
     files = {w.name: w for entries in wheels.values() for w, _ in entries}
 
@@ -73,7 +79,7 @@ def serve(wheel_dir: Path) -> tuple[ThreadingHTTPServer, str]:
             try:
                 with urllib.request.urlopen(request, timeout=120) as upstream:
                     if page:
-                        host = self.headers.get("Host", f"127.0.0.1:{self.server.server_address[1]}")
+                        host = self.headers.get("Host") or f"127.0.0.1:{port}"
                         body = upstream.read().replace(PYPI_FILES.encode(), f"http://{host}/pypi-files/".encode())
                         self._send(200, body, "text/html")
                     else:
@@ -83,13 +89,13 @@ def serve(wheel_dir: Path) -> tuple[ThreadingHTTPServer, str]:
             except OSError as exc:
                 self._send(502, f"upstream: {exc}\n".encode(), "text/plain")
 
-        def _stream(self, status: int, source: object, length: int | None) -> None:
+        def _stream(self, status: int, source: IO[bytes], length: int | None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
             if length is not None:
                 self.send_header("Content-Length", str(length))
             self.end_headers()
-            shutil.copyfileobj(source, self.wfile, 1 << 20)  # type: ignore[misc]
+            shutil.copyfileobj(source, self.wfile, 1 << 20)
 
         def _send(self, status: int, body: bytes, content_type: str) -> None:
             self.send_response(status)
@@ -101,8 +107,12 @@ def serve(wheel_dir: Path) -> tuple[ThreadingHTTPServer, str]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", PREFERRED_PORT), Handler)
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    port = server.server_address[1]
     threading.Thread(target=server.serve_forever, name="wheel-index", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/simple/"
 

@@ -58,7 +58,6 @@ def test_gpu_service(compose: dict[str, Any]) -> None:
     assert "profiles" not in service, "the GPU service is the default"
     assert service["build"]["context"] == "."
     assert "args" not in service["build"], "the Dockerfile's defaults are the GPU build"
-    assert service["ports"] == ["11434:11434"]
     devices = service["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
@@ -89,6 +88,25 @@ def test_common_service_settings(compose: dict[str, Any], name: str) -> None:
     test = service["healthcheck"]["test"]
     assert test[0] == "CMD" and "/readyz" in test
     assert _seconds(service["healthcheck"]["start_period"]) >= 300
+
+
+@pytest.mark.parametrize("name", ["hugllama", "hugllama-cpu"])
+def test_published_on_loopback_unless_overridden(compose: dict[str, Any], name: str) -> None:
+    """No keys are set by default, so the port is published on 127.0.0.1; HUGLLAMA_PUBLISH widens it."""
+    (port,) = compose["services"][name]["ports"]
+    assert port == "${HUGLLAMA_PUBLISH:-127.0.0.1:11434}:11434"
+    header = (REPO / "docker-compose.yml").read_text().split("x-hugllama")[0]
+    assert "HUGLLAMA_PUBLISH=0.0.0.0:11434" in header, "the override is documented where it is used"
+
+
+@pytest.mark.parametrize("name", ["hugllama", "hugllama-cpu"])
+def test_hardened(compose: dict[str, Any], name: str) -> None:
+    service = compose["services"][name]
+    assert service["read_only"] is True
+    assert service["tmpfs"] == ["/tmp"], "the image's caches (XDG_CACHE_HOME, TRITON_CACHE_DIR) live in /tmp"
+    assert service["cap_drop"] == ["ALL"] and "cap_add" not in service
+    assert service["security_opt"] == ["no-new-privileges:true"]
+    assert "privileged" not in service and "user" not in service, "the image's uid 10001"
 
 
 def test_stop_grace_outlasts_the_drain(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -62,11 +62,12 @@ def test_overlay_validates_against_kubernetes_schemas(built: dict[str, list[dict
     docs = built[overlay]
     assert {d["kind"] for d in docs} == {
         "ConfigMap",
-        "Secret",
         "PersistentVolumeClaim",
         "Deployment",
         "Service",
         "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
     }
     _validate_all(docs)
 
@@ -220,7 +221,9 @@ def test_references_resolve(built: dict[str, list[dict[str, Any]]], overlay: str
         if "configMapRef" in source:
             assert ("ConfigMap", source["configMapRef"]["name"]) in names
         if "secretRef" in source:
-            assert ("Secret", source["secretRef"]["name"]) in names
+            # The operator's Secret, never one kustomize would (re)write.
+            assert source["secretRef"]["name"] == "hugging-llama-secrets" and not source["secretRef"].get("optional")
+            assert ("Secret", source["secretRef"]["name"]) not in names
     for volume in pod["volumes"]:
         if "persistentVolumeClaim" in volume:
             assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names
@@ -341,3 +344,41 @@ def test_shared_volumes_allow_several_replicas(built: dict[str, list[dict[str, A
         for doc in docs:
             if doc["kind"] == "PersistentVolumeClaim":
                 assert doc["spec"]["accessModes"] == ["ReadWriteMany"], resource_id(doc)
+
+
+# ---- deployment defaults: the operator's Secret, the network policy, the disruption budget ----
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_secret_is_shipped(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    """`kubectl apply -k` must never overwrite keys the operator put in the Secret."""
+    assert not [d for d in built[overlay] if d["kind"] == "Secret"]
+    assert not list(DEPLOY.rglob("secret*.yaml")), "a Secret manifest in deploy/ would be applied by someone"
+    readme = (DEPLOY / "README.md").read_text()
+    assert "kubectl -n llm create secret generic hugging-llama-secrets" in readme
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_only_the_api_port(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = built[overlay]
+    policy = find(docs, "NetworkPolicy")
+    labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"], "both directions default-deny"
+    container_ports = {p["name"]: p["containerPort"] for p in _container(docs)["ports"]}
+    (rule,) = policy["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["http"] and "http" in container_ports
+    assert {"podSelector": {}} in rule["from"], "clients in the namespace"
+    assert not any("ipBlock" in peer for peer in rule["from"]), "no address-based ingress"
+    egress_ports = {(p["port"], p["protocol"]) for r in policy["spec"]["egress"] for p in r["ports"]}
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP")}, "DNS and the Hub only"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_disruption_budget_never_blocks_a_drain(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+    docs = built[overlay]
+    pdb = find(docs, "PodDisruptionBudget")
+    labels = find(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
