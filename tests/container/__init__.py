@@ -1,0 +1,1 @@
+"""Static tests of the container image, compose file and Kubernetes manifests (no Docker engine or cluster)."""
