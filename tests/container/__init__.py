@@ -1,1 +1,1 @@
-"""Static tests of the container image, compose file and Kubernetes manifests (no Docker engine or cluster)."""
+"""The container tier: the CPU image built from the checkout and run (tests/container/run.sh)."""
