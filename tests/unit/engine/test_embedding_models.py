@@ -6,6 +6,8 @@ a repository pulled from the (fake) Hub served the same as the local folder."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +68,16 @@ def test_listed_and_shown_as_embedding_only(settings: Settings, models_dir: Path
         source, dtype="float32", quantization=None, num_ctx=4096, parallel=16, overhead_bytes=1000
     )
     assert est.kv_cache_bytes == 0 and est.total_bytes == est.weights_bytes + 1000
+
+
+def test_tags_carry_capabilities(settings: Settings, models_dir: Path, cache: Path) -> None:
+    from app.api.ollama.responses import to_list_response
+
+    entries = [e for e in _catalog(settings, models_dir, cache).list_models() if e.name == NAME]
+    body = json.loads(to_list_response(entries).model_dump_json(exclude_none=True))
+    assert [m["capabilities"] for m in body["models"]] == [["embedding"]]
+    plain = dataclasses.replace(entries[0], name="plain:latest", capabilities=())
+    assert "capabilities" not in json.loads(to_list_response([plain]).model_dump_json(exclude_none=True))["models"][0]
 
 
 def _engine(settings: Settings, models_dir: Path, cache: Path, **update: object) -> TransformersEngine:
