@@ -14,8 +14,10 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,14 @@ from urllib.parse import quote
 
 from filelock import FileLock
 
-from app.errors import InvalidRequest, ModelNotFound, ServiceError, UpstreamUnavailable
+from app.errors import (
+    InsufficientStorage,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    ServiceError,
+    UpstreamUnavailable,
+)
 from app.registry import hfcache
 from app.registry.names import parse_name
 from app.registry.sources import gguf_tag
@@ -37,6 +46,35 @@ TRANSPORT_RETRIES = 3
 ALLOW_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "tokenizer*")
 SKIP_PATTERNS = ("training_args*", "*.msgpack", "*.h5", "*.onnx*", "*.ot")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+PULL_RETRY_AFTER_SECONDS = 10
+
+
+class _PullSlots:
+    """Pulls running in this process; past HUGLLAMA_MAX_CONCURRENT_PULLS a pull is refused, not queued (each
+    holds a thread, a Hub connection and disk bandwidth)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+
+    @contextmanager
+    def take(self, limit: int) -> Iterator[None]:
+        with self._lock:
+            if self.active >= limit:
+                err = Overloaded(
+                    f"{self.active} pulls are already running (HUGLLAMA_MAX_CONCURRENT_PULLS={limit}); try again later"
+                )
+                err.retry_after = PULL_RETRY_AFTER_SECONDS
+                raise err
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+PULL_SLOTS = _PullSlots()
 _ST_MODULE_FILE = re.compile(r"^\d+_[A-Za-z]+/[^/]+$")
 
 
@@ -165,8 +203,25 @@ def pull(
     Raises:
         InvalidRequest: not an HF repo name, gated/unauthorised, or nothing servable in the repo.
         ModelNotFound: the repo or revision does not exist on the Hub.
+        Overloaded: HUGLLAMA_MAX_CONCURRENT_PULLS pulls are already running (Retry-After set).
+        InsufficientStorage: the files to fetch are larger than the free space of the cache's disk.
         UpstreamUnavailable: the Hub cannot be reached, fails, or a download is corrupt.
     """
+    with PULL_SLOTS.take(settings.max_concurrent_pulls):
+        yield from _pull(
+            repo, settings=settings, revision=revision, endpoint=endpoint, cache_dir=cache_dir, token=token
+        )
+
+
+def _pull(
+    repo: str,
+    *,
+    settings: Settings,
+    revision: str | None,
+    endpoint: str | None,
+    cache_dir: Path | None,
+    token: str | None,
+) -> Iterator[dict[str, Any]]:
     parsed = parse_name(repo)
     if parsed.namespace is None:
         raise InvalidRequest(f"cannot pull {repo!r}: only Hugging Face repos (org/name) can be pulled", param="model")
@@ -183,6 +238,7 @@ def pull(
         raise _map_hub_error(exc, repo_id, base) from exc
 
     storage = hfcache.repo_folder(repo_id, cdir)
+    _check_disk(files, storage, cdir, repo_id)
     for f in files:
         try:
             yield from _fetch(f, storage, commit, timeout, token, repo_id, cdir)
@@ -208,6 +264,30 @@ def pull(
         os.replace(tmp, target)
     hfcache.invalidate()
     yield {"status": "success"}
+
+
+def _free_bytes(path: Path) -> int:
+    for candidate in (path, *path.parents):  # the cache may not exist yet: ask its nearest existing parent
+        if candidate.exists():
+            return shutil.disk_usage(candidate).free
+    return shutil.disk_usage("/").free
+
+
+def _check_disk(files: list[_File], storage: Path, cache_dir: Path, repo_id: str) -> None:
+    """507 before the first byte when what is still to fetch does not fit on the cache's disk."""
+    need = 0
+    for f in files:
+        blob = storage / "blobs" / f.etag
+        if f.size is None or blob.is_file():
+            continue
+        partial = blob.with_name(blob.name + ".incomplete")
+        need += max(0, f.size - (partial.stat().st_size if partial.is_file() else 0))
+    free = _free_bytes(cache_dir)
+    if need > free:
+        raise InsufficientStorage(
+            f"not enough free disk to pull {repo_id}: {need / 1e9:.2f} GB to download, {free / 1e9:.2f} GB free "
+            "in the Hugging Face cache"
+        )
 
 
 def _manifest(

@@ -72,7 +72,7 @@ def show_payload(name: str, resolved: ResolvedModel, f: ModelFacts) -> dict[str,
         "# To build a new Modelfile based on this, replace FROM with:",
         f"# FROM {shown}",
         "",
-        f"FROM {resolved.base_name if alias else f.location}",
+        f"FROM {resolved.base_name if alias else shown}",  # the model's name: never a path on this server
     ]
     if template:
         lines.append(f'TEMPLATE """{template}"""')

@@ -18,6 +18,7 @@ from filelock import FileLock, Timeout
 
 from app.errors import ModelNotFound, ServiceError
 from app.registry.atomic import write_atomic
+from app.registry.limits import check_count
 from app.registry.names import name_key, validate_alias_name
 from app.registry.types import Alias
 
@@ -146,13 +147,16 @@ class AliasStore:
             except Timeout as exc:
                 raise ServiceError(f"alias registry {self.path} is locked by another process; try again") from exc
 
-    def put(self, alias: Alias) -> Alias:
-        """Create or replace an alias; returns it with its canonical name and timestamps."""
+    def put(self, alias: Alias, *, max_aliases: int | None = None) -> Alias:
+        """Create or replace an alias; returns it with its canonical name and timestamps. A new alias past
+        `max_aliases` is refused (checked under the file lock, so concurrent writers cannot overshoot)."""
         name = validate_alias_name(alias.name)
 
         def change(aliases: dict[str, Alias]) -> Alias:
             key = name_key(name)
             old = aliases.get(key)
+            if old is None and max_aliases is not None:
+                check_count(len(aliases), max_aliases)
             now = time.time()
             created = old.created_at if old else (alias.created_at or now)
             stored = dataclasses.replace(alias, name=name, created_at=created, modified_at=now)

@@ -249,3 +249,15 @@ def test_unexpected_error_is_logged_once_with_request_id(client_for: Any) -> Non
     assert "boom" not in r.text + r2.text
     traces = [(rec, rid) for rec, rid in capture.seen if rec.exc_info]
     assert [rid for _, rid in traces] == ["req-77", "req-78"], [(rec.getMessage(), rid) for rec, rid in traces]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_pull_past_the_limit_is_503_with_retry_after(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    from app.registry.pull import PULL_SLOTS
+
+    monkeypatch.setattr(PULL_SLOTS, "active", 2)  # the default limit's worth of pulls already running
+    r = client.post("/api/pull", json={"model": "org/repo", "stream": stream})
+    assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
+    assert "HUGLLAMA_MAX_CONCURRENT_PULLS" in r.json()["error"]

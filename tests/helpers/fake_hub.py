@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +27,10 @@ class FakeRepo:
     files: dict[str, bytes]
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     gated: bool = False
+    claimed_sizes: dict[str, int] = field(default_factory=dict)  # sizes the manifest and HEAD report instead
+
+    def size(self, name: str) -> int:
+        return self.claimed_sizes.get(name, len(self.files[name]))
 
     def is_lfs(self, name: str) -> bool:
         return name.endswith(LFS_SUFFIXES)
@@ -49,6 +54,7 @@ class FakeHub:
     cut_after: dict[str, int] = field(default_factory=dict)  # file -> bytes sent before the connection drops (once)
     fail_next_gets: dict[str, int] = field(default_factory=dict)  # file -> GETs answered 500 (after its cut, if any)
     corrupt: set[str] = field(default_factory=set)  # files whose GET body has one byte flipped
+    get_delay: float = 0.0  # seconds every file GET waits before its body (keeps pulls running side by side)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -122,9 +128,9 @@ class FakeHub:
                     return
                 siblings = []
                 for name, data in repo.files.items():
-                    sib: dict[str, Any] = {"rfilename": name, "size": len(data), "blobId": git_blob_oid(data)}
+                    sib: dict[str, Any] = {"rfilename": name, "size": repo.size(name), "blobId": git_blob_oid(data)}
                     if repo.is_lfs(name):
-                        sib["lfs"] = {"sha256": repo.etag(name), "size": len(data), "pointerSize": 134}
+                        sib["lfs"] = {"sha256": repo.etag(name), "size": repo.size(name), "pointerSize": 134}
                     siblings.append(sib)
                 self._send_json(
                     200,
@@ -181,7 +187,7 @@ class FakeHub:
                 if repo.is_lfs(name):
                     self.send_header("ETag", f'"{git_blob_oid(data)}"')
                     self.send_header("X-Linked-Etag", f'"{etag}"')
-                    self.send_header("X-Linked-Size", str(size))
+                    self.send_header("X-Linked-Size", str(repo.size(name)))
                 else:
                     self.send_header("ETag", f'"{etag}"')
                 if start:
@@ -191,6 +197,8 @@ class FakeHub:
                 self.end_headers()
                 if head:
                     return
+                if hub.get_delay:
+                    time.sleep(hub.get_delay)
                 cut = hub.cut_after.pop(name, None)
                 if cut is not None and cut < len(body):
                     self.wfile.write(body[:cut])

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from app.api.deps import CatalogDep, EngineDep, MetricsDep, SettingsDep
-from app.api.errors import parse_json_body
+from app.api.errors import ollama_body, parse_json_body
 from app.api.ollama import convert, responses, schemas
 from app.api.streaming import NDJSON, aclose_quietly, encode_ndjson, guarded_stream, stream_response, until_disconnect
 from app.engine.types import Chunk, EmbeddingRequest, Embeddings, GenerationRequest
@@ -43,7 +43,7 @@ def _json(obj: BaseModel | dict[str, Any]) -> Response:
 
 
 def _error_line(err: ServiceError) -> str:
-    return encode_ndjson({"error": err.message})
+    return encode_ndjson(ollama_body(err.message))  # the same rendering (no server paths) as before the stream
 
 
 def _request_id(request: Request) -> str:
