@@ -183,6 +183,11 @@ class Settings(BaseSettings):
         description="Tokens an answer may have when neither the request, the alias nor the model sets "
         "num_predict/max_tokens; -1 (or 0) = up to the context, as Ollama. Reaching it ends with `length`.",
     )
+    tools_fallback: Literal["prompt", "ignore", "reject"] = Field(
+        "prompt",
+        description="Tools sent (tool_choice auto) to a model whose chat template cannot render them: `prompt` "
+        "lists them in a system prompt, `ignore` leaves them out, `reject` answers 400 (Ollama's behaviour).",
+    )
     memory_budget_bytes: int = Field(0, ge=0, description="Memory models may use; 0 = what the device has free.")
     memory_overhead_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Added to every estimate (activations, allocator slack)."

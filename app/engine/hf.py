@@ -226,6 +226,14 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             if system and not any(m.role == "system" for m in messages):
                 messages.insert(0, Message(role="system", content=system))
             tools = req.tools if tool_choice != "none" else ()
+            if tools and tool_choice == "auto" and not res.renderer.supports_tools():
+                # The template cannot show tools: HUGLLAMA_TOOLS_FALLBACK says teach them in a prompt (the default),
+                # refuse them (Ollama's answer) or leave them out (clients such as Open WebUI send dozens).
+                if self.settings.tools_fallback == "reject":
+                    raise InvalidRequest(f"{req.model} does not support tools", param="tools")
+                if self.settings.tools_fallback == "ignore":
+                    log.info("%s cannot render tools: left out %d (HUGLLAMA_TOOLS_FALLBACK)", req.model, len(tools))
+                    tools = ()
             tool_prompt = tooling.tool_prompt(tools) if tools and not res.renderer.supports_tools() else None
             ids, dropped = res.renderer.encode_chat(
                 messages,
