@@ -102,7 +102,8 @@ class ServiceMiddleware:
         cors_headers: list[tuple[bytes, bytes]] = []
         if origin is not None:
             if not self.origin_allowed(origin):
-                await self._plain(send, 403, b"", rid)
+                err = Forbidden("origin not allowed (add it to HUGLLAMA_ORIGINS)", param="origin")
+                await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
                 request_id.reset(token)
                 return
             cors_headers = [

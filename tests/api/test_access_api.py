@@ -261,3 +261,20 @@ def test_pull_past_the_limit_is_503_with_retry_after(
     r = client.post("/api/pull", json={"model": "org/repo", "stream": stream})
     assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
     assert "HUGLLAMA_MAX_CONCURRENT_PULLS" in r.json()["error"]
+
+
+def test_management_payloads_carry_no_server_paths() -> None:
+    from app.api.management.routes import _scrubbed
+
+    payload = {"models": [{"name": "m", "error": "cannot read /srv/models/m/config.json: bad"}], "last_error": None}
+    assert _scrubbed(payload) == {
+        "models": [{"name": "m", "error": "cannot read config.json: bad"}],
+        "last_error": None,
+    }
+
+
+def test_refused_origin_gets_an_error_body(client: TestClient) -> None:
+    r = client.get("/v1/models", headers={"Origin": "http://localhost.evil.com"})
+    assert r.status_code == 403 and r.json()["error"]["param"] == "origin"
+    r = client.get("/api/tags", headers={"Origin": "http://localhost.evil.com"})
+    assert r.status_code == 403 and "HUGLLAMA_ORIGINS" in r.json()["error"]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import EngineDep, SettingsDep
-from app.api.errors import json_depth_guard
+from app.api.errors import json_depth_guard, public_message
 from app.api.management import design
 from app.api.management.schemas import ConfigUpdate, LoadRequest, UnloadRequest, WarmRequest
 from app.engine.base import ModelAdmin
@@ -17,6 +17,18 @@ from app.engine.types import GenerationRequest, Message
 from app.errors import InvalidRequest
 
 router = APIRouter(prefix="/api/v1", tags=["management"], dependencies=[Depends(json_depth_guard)])
+
+
+def _scrubbed(value: Any) -> Any:
+    """Load errors quote what the loader said, file paths included: the payload keeps only their last segment."""
+    if isinstance(value, dict):
+        return {
+            k: public_message(v) if k in ("error", "last_error") and isinstance(v, str) else _scrubbed(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def _admin(engine: object) -> ModelAdmin:
@@ -28,7 +40,7 @@ def _admin(engine: object) -> ModelAdmin:
 @router.get("/models/available")
 async def available_models(engine: EngineDep) -> dict[str, Any]:
     """Local, cached, upstream and alias models with memory estimates and whether each fits."""
-    return design.available_payload(_admin(engine).available())
+    return _scrubbed(design.available_payload(_admin(engine).available()))
 
 
 @router.post("/models/load", status_code=202)
@@ -43,7 +55,7 @@ async def load_model(body: LoadRequest, engine: EngineDep, settings: SettingsDep
 @router.get("/models/status")
 async def model_status(engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     """The backend's active model and state (original design), then per model and per upstream detail."""
-    return design.status_payload(_admin(engine), settings)
+    return _scrubbed(design.status_payload(_admin(engine), settings))
 
 
 @router.get("/models/config")
