@@ -40,7 +40,8 @@ def _admin(engine: object) -> ModelAdmin:
 @router.get("/models/available")
 async def available_models(engine: EngineDep) -> dict[str, Any]:
     """Local, cached, upstream and alias models with memory estimates and whether each fits."""
-    return _scrubbed(design.available_payload(_admin(engine).available()))
+    payload: dict[str, Any] = _scrubbed(design.available_payload(_admin(engine).available()))
+    return payload
 
 
 @router.post("/models/load", status_code=202)
@@ -55,7 +56,8 @@ async def load_model(body: LoadRequest, engine: EngineDep, settings: SettingsDep
 @router.get("/models/status")
 async def model_status(engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     """The backend's active model and state (original design), then per model and per upstream detail."""
-    return _scrubbed(design.status_payload(_admin(engine), settings))
+    payload: dict[str, Any] = _scrubbed(design.status_payload(_admin(engine), settings))
+    return payload
 
 
 @router.get("/models/config")
