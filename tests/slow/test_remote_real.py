@@ -36,6 +36,7 @@ WEATHER: Any = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+VICTIM_KEY = "victim-secret-key"
 CITY: Any = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
@@ -67,25 +68,30 @@ def upstream(shared_snapshots: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def victim(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    """An upstream this module kills in the middle of an answer."""
-    srv = start_server(shared_snapshots, {"HUGLLAMA_CONTEXT_LENGTH": "1024", "HUGLLAMA_NUM_PARALLEL": "2"})
+    """An upstream this module kills in the middle of an answer; it wants an API key."""
+    env = {"HUGLLAMA_CONTEXT_LENGTH": "1024", "HUGLLAMA_NUM_PARALLEL": "2", "HUGLLAMA_API_KEYS": VICTIM_KEY}
+    srv = start_server(shared_snapshots, env)
     yield srv
     srv.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
 def front(
-    shared_snapshots: Path, upstream: ServerProcess, victim: ServerProcess, slow_stub: str
+    shared_snapshots: Path, upstream: ServerProcess, victim: ServerProcess, slow_stub: str, tmp_path_factory: Any
 ) -> Iterator[ServerProcess]:
+    wrong_key = tmp_path_factory.mktemp("keys") / "wrong"
+    wrong_key.write_text("not-the-key\n")
     upstreams = [
         {"name": "up", "kind": "ollama", "base_url": upstream.url},
         {"name": "oai", "kind": "vllm", "base_url": upstream.url + "/v1"},
-        {"name": "busy", "kind": "openai", "base_url": upstream.url, "max_concurrency": 1},
-        {"name": "victim", "kind": "ollama", "base_url": victim.url, "connect_timeout": 2},
+        {"name": "busy", "kind": "vllm", "base_url": upstream.url, "max_concurrency": 1},
+        {"name": "victim", "kind": "ollama", "base_url": victim.url, "connect_timeout": 2, "api_key_env": "VICTIM_KEY"},
+        {"name": "badkey", "kind": "ollama", "base_url": victim.url, "api_key_file": str(wrong_key)},
         {"name": "slow", "kind": "openai", "base_url": slow_stub, "read_timeout": 1, "models": [MODEL]},
         {"name": "gone", "kind": "ollama", "base_url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
     ]
-    srv = start_server(shared_snapshots, {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_UPSTREAMS": json.dumps(upstreams)})
+    env = {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_UPSTREAMS": json.dumps(upstreams), "VICTIM_KEY": VICTIM_KEY}
+    srv = start_server(shared_snapshots, env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the first model discovery runs right after start-up
         names = {m["name"] for m in httpx.get(srv.url + "/api/tags", timeout=10).json()["models"]}
@@ -165,8 +171,8 @@ def test_openai_client_chat_stream_and_completions(front: ServerProcess, upstrea
     )
     events = list(stream)
     assert "".join(e.choices[0].delta.content or "" for e in events if e.choices) == expected
-    direct = openai.OpenAI(base_url=upstream.url + "/v1", api_key="unused", timeout=120)
-    raw = direct.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
+    plain = openai.OpenAI(base_url=upstream.url + "/v1", api_key="unused", timeout=120)
+    raw = plain.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=6, temperature=0)
     ours = client.completions.create(
         model=f"{backend}/{MODEL}", prompt="The capital of France is", max_tokens=6, temperature=0
     )
@@ -351,7 +357,7 @@ def _running(url: str) -> float:
 def test_full_upstream_is_503_and_disconnect_closes_the_upstream_request(
     front: ServerProcess, upstream: ServerProcess
 ) -> None:
-    body = {"model": f"busy/{MODEL}", "messages": FRANCE, "max_tokens": 400, "stream": True, "temperature": 1.0}
+    body = {"model": f"busy/{MODEL}", "messages": FRANCE, "max_tokens": 900, "stream": True, "ignore_eos": True}
     with httpx.Client(timeout=60) as c, c.stream("POST", front.url + "/v1/chat/completions", json=body) as first:
         lines = first.iter_lines()
         assert next(lines).startswith("data:")
@@ -368,8 +374,25 @@ def test_full_upstream_is_503_and_disconnect_closes_the_upstream_request(
     assert r.status_code == 200  # the slot was given back
 
 
+def test_upstream_credentials(front: ServerProcess) -> None:
+    """The key from api_key_env reaches the upstream; a wrong one is a 502 (not the client's 401), never shown."""
+    ok = httpx.post(
+        front.url + "/api/chat",
+        json={"model": f"victim/{MODEL}", "messages": FRANCE, "stream": False, "options": {"num_predict": 2}},
+        timeout=60,
+    )
+    assert ok.status_code == 200, ok.text
+    bad = httpx.post(front.url + "/api/chat", json={"model": f"badkey/{MODEL}", "messages": FRANCE}, timeout=60)
+    assert bad.status_code == 502 and "credentials" in bad.json()["error"]
+    status = httpx.get(front.url + "/api/v1/models/status", timeout=10).text
+    assert VICTIM_KEY not in status and "not-the-key" not in status
+    shown = httpx.post(front.url + "/api/show", json={"model": f"victim/{MODEL}"}, timeout=10).text
+    assert VICTIM_KEY not in shown and VICTIM_KEY not in front.log()
+
+
 def test_upstream_killed_mid_stream_then_stopped(front: ServerProcess, victim: ServerProcess) -> None:
-    body = {"model": f"victim/{MODEL}", "messages": FRANCE, "options": {"num_predict": 500, "temperature": 1.0}}
+    count = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
+    body = {"model": f"victim/{MODEL}", "messages": count, "options": {"num_predict": 600, "temperature": 0}}
     lines: list[str] = []
     with httpx.stream("POST", front.url + "/api/chat", json=body, timeout=60) as r:
         assert r.status_code == 200
@@ -412,7 +435,7 @@ def test_design_endpoints_on_the_local_backend(upstream: ServerProcess) -> None:
     url = upstream.url  # a plain local server (the embedded model is preloaded)
     status = httpx.get(url + "/api/v1/models/status", timeout=30).json()
     assert status["backend_type"] == "local" and status["active_model"] == MODEL and status["status"] == "Ready"
-    assert status["backend_details"]["max_model_length"] == 1024 and status["last_error"] is None
+    assert status["backend_details"]["max_model_length"] == 8192 and status["last_error"] is None  # SmolLM2's
     assert status["backend_details"]["load_config"]["device"] == "cpu" and status["models"]
     available = httpx.get(url + "/api/v1/models/available", timeout=60).json()
     assert MODEL in available["local_model_paths"] and isinstance(available["cached_hub_models"], list)
