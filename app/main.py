@@ -33,7 +33,7 @@ def build_catalog(settings: Settings) -> Catalog:
     from app.remote import build_catalog as build_upstream_catalog
 
     # Alias templates are user input too: rendered once in a sandboxed process before they are saved.
-    sandbox = TemplateSandbox.from_settings(settings, workers=1)
+    sandbox = TemplateSandbox.from_settings(settings)
     check = AliasTemplateCheck(sandbox, settings.max_template_bytes)
     upstream_catalog = build_upstream_catalog(settings, check)  # None without upstreams (README "Remote backends")
     if upstream_catalog is not None:

@@ -189,7 +189,7 @@ class LocalRegistry:
             raise CliError(f"the model registry is not available in this build: {exc}") from None
         from app.engine.template_sandbox import AliasTemplateCheck, TemplateSandbox
 
-        sandbox = TemplateSandbox.from_settings(settings, workers=1)
+        sandbox = TemplateSandbox.from_settings(settings)
         self.settings = settings
         self.catalog = ModelCatalog(
             settings,

@@ -100,7 +100,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         if self._preload_task is not None:
             self._preload_task.cancel()
         await self.manager.aclose()
-        self.sandbox.close()
+        # The template sandbox is the process's (shared with the alias check); its workers end with the process.
 
     # ---- residency ----
     async def load(self, model: str, *, keep_alive: float | None = None) -> float:

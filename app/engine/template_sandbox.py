@@ -34,6 +34,10 @@ _GROWTH = 4
 _SLACK_CHARS = 64 * 1024
 
 
+_SHARED: dict[tuple[float, int, int], TemplateSandbox] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class RenderCancelled(Exception):
     """The request that asked for the render went away; its worker was stopped."""
 
@@ -94,16 +98,18 @@ class TemplateSandbox:
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(workers)
+        self._size = workers
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, workers: int = 2) -> TemplateSandbox:
-        return cls(
-            timeout=settings.template_timeout_seconds,
-            memory_bytes=settings.template_memory_bytes,
-            max_chars=settings.max_prompt_chars,
-            workers=workers,
-        )
+    def from_settings(cls, settings: Settings) -> TemplateSandbox:
+        """The process's sandbox for these settings: the engine and the alias check share its workers."""
+        key = (settings.template_timeout_seconds, settings.template_memory_bytes, settings.max_prompt_chars)
+        with _SHARED_LOCK:
+            box = _SHARED.get(key)
+            if box is None or box._closed:
+                box = _SHARED[key] = cls(timeout=key[0], memory_bytes=key[1], max_chars=key[2])
+            return box
 
     def prewarm(self) -> None:
         """Start one worker ahead of the first render (call from a thread: it waits for the worker's imports)."""
@@ -151,9 +157,11 @@ class TemplateSandbox:
                 line = worker.read_line(time.monotonic() + self.timeout, cancel)
             except BaseException:
                 worker.kill()
+                self._replace()
                 raise
             if line is None:
                 worker.kill()
+                self._replace()
                 raise InvalidRequest(
                     f"the template took longer than {self.timeout:g} s to render (HUGLLAMA_TEMPLATE_TIMEOUT_SECONDS)",
                     param=param,
@@ -168,6 +176,19 @@ class TemplateSandbox:
         if "error" in answer:
             raise InvalidRequest(f"could not render the template: {answer['error']}", param=param)
         return str(answer["text"])
+
+    def _replace(self) -> None:
+        """Start a worker in the background for the one just killed, so the next render does not wait for it."""
+        threading.Thread(target=self._spare, name="template-spare", daemon=True).start()
+
+    def _spare(self) -> None:
+        try:
+            with self._lock:
+                if self._closed or len(self._idle) >= self._size:
+                    return
+            self._give(self._take())
+        except Exception as exc:  # the next render starts one itself
+            log.debug("could not start a spare template worker: %s", exc)
 
     def _take(self) -> _Worker:
         with self._lock:

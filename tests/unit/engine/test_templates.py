@@ -361,7 +361,7 @@ def test_override_templates_render_in_the_sandbox_like_in_process(renderer: Prom
     [
         ("{{ 'ab ' * 333333 }}", "characters"),  # over max_chars=100,000
         ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "longer than"),
-        ("{% set ns = namespace(a='x') %}{% for i in range(60) %}{% set ns.a = ns.a ~ ns.a %}{% endfor %}", "memory"),
+        ("{% set ns = namespace(a='x') %}{% for i in range(60) %}{% set ns.a = ns.a ~ ns.a %}{% endfor %}", "memory|longer than"),
         ("{{ raise_exception('nope') }}", "nope"),
         ("{{ ''.__class__.__mro__ }}", "unsafe"),
     ],
@@ -373,7 +373,7 @@ def test_hostile_templates_are_400s_in_bounded_time(
 
     with pytest.raises(InvalidRequest) as err:
         renderer.render_chat([Message(role="user", content="hi")], template=template, guard=RenderGuard(sandbox))
-    assert err.value.param == "template" and says in str(err.value)
+    assert err.value.param == "template" and any(word in str(err.value) for word in says.split("|"))
     # the sandbox recovers: the next render works
     assert (
         renderer.render_chat(
