@@ -41,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         address = resolve_address(settings, args.host, args.port)
-        api_key = args.api_key or (settings.api_key_list[0] if settings.api_key_list else None)
+        # An admin key works wherever an ordinary key does, so the CLI prefers it when this machine has one.
+        keys = settings.admin_key_list + settings.api_key_list
+        api_key = args.api_key or (keys[0] if keys else None)
         ctx = Context(args=args, settings=settings, address=address, api_key=api_key)
         code: int = args.func(ctx)
         return code

@@ -46,7 +46,11 @@ def _common() -> Parser:
     g = common.add_argument_group("server address")
     g.add_argument("--host", default=None, help="server host[:port] (default: HUGLLAMA_HOST / OLLAMA_HOST)")
     g.add_argument("--port", type=int, default=None, help="server port (overrides the port in --host)")
-    g.add_argument("--api-key", default=None, help="API key to send (default: the first of HUGLLAMA_API_KEYS)")
+    g.add_argument(
+        "--api-key",
+        default=None,
+        help="API key to send (default: the first of HUGLLAMA_ADMIN_KEYS, else of HUGLLAMA_API_KEYS)",
+    )
     common.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     return common
 
