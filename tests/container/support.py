@@ -55,7 +55,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build(context: Path, tag: str, index_url: str, torch_version: str) -> float:
+def build(context: Path, tag: str, index_url: str, torch_version: str, *args: str) -> float:
     """`docker build` of the CPU image with the legacy builder (what compose v1 and DOCKER_BUILDKIT=0 use)."""
     started = time.monotonic()
     docker(
@@ -72,6 +72,7 @@ def build(context: Path, tag: str, index_url: str, torch_version: str) -> float:
         f"PIP_INDEX_URL={index_url}",
         "--build-arg",
         f"TORCH_VERSION={torch_version}",
+        *args,
         str(context),
         timeout=1800,
     )

