@@ -52,7 +52,7 @@ def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engi
     if settings.engine == "fake":
         from app.engine.fake import FakeEngine
 
-        return FakeEngine(models=[settings.default_model])
+        return FakeEngine(models=[settings.default_model], settings=settings)
     from app.engine.hf import TransformersEngine
 
     return TransformersEngine(settings, catalog, metrics)

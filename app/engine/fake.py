@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from app.engine import limits
 from app.engine.types import (
     Chunk,
     EmbeddingRequest,
@@ -20,6 +21,7 @@ from app.engine.types import (
     Usage,
 )
 from app.errors import GenerationFailed, InvalidRequest, ModelNotFound
+from app.settings import Settings
 
 FAKE_DIMS = 8
 
@@ -39,8 +41,10 @@ class FakeEngine:
         delay: float = 0.0,
         fail_after: int | None = None,
         tool_calls: Sequence[ToolCall] = (),
+        settings: Settings | None = None,
     ) -> None:
         self.script = list(script)
+        self.settings = settings or Settings()  # the request limits (HUGLLAMA_MAX_*) apply as in the real engine
         self.models = {m.lower() for m in models}
         self.delay = delay
         self.fail_after = fail_after
@@ -59,6 +63,7 @@ class FakeEngine:
 
     async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
         self._check(req.model)
+        limits.check_generation(req, self.settings)
         self.requests.append(req)
         self.cancelled = False
         self.loaded[req.model] = time.time()

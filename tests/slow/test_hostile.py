@@ -432,3 +432,42 @@ def test_the_cli_refuses_hostile_names_and_templates(hostile_server: ServerProce
         m["name"] for m in httpx.get(hostile_server.url + "/api/tags", headers={"Host": "localhost"}).json()["models"]
     ]
     assert not any(n.startswith(("cli-", "hostile-")) for n in names), names
+
+
+def _worker_ticks(server_pid: int) -> dict[int, int]:
+    """utime+stime of each of the server's template worker processes (children running app.engine.template_worker)."""
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if int(stat[1]) == server_pid and b"template_worker" in cmd and stat[0] != "Z":
+            out[int(entry)] = int(stat[11]) + int(stat[12])
+    return out
+
+
+def test_a_client_that_leaves_stops_its_template_render(hostile_server: ServerProcess) -> None:
+    pid = hostile_server.proc.pid
+    with httpx.Client(base_url=hostile_server.url, headers={"Host": "localhost"}, timeout=60) as client:
+        assert client.post("/api/generate", json=_gen(template="{{ messages[0].content }}")).status_code == 200
+        before = _worker_ticks(pid)
+        assert before, "no template worker is running"
+        # The render would spin for its whole 2 s deadline; the client leaves after 0.4 s.
+        try:
+            client.post("/api/generate", json=_gen(template=LOOP, stream=True), timeout=0.4)
+        except httpx.TimeoutException:
+            pass
+    time.sleep(0.4)  # the render thread polls the cancel flag every 50 ms
+    first = _worker_ticks(pid)
+    time.sleep(0.6)
+    second = _worker_ticks(pid)
+    # The worker that rendered is gone; none of the workers that were there before is still busy.
+    assert set(before) - set(second), (before, second)
+    busy = {p: second[p] - first[p] for p in set(before) & set(first) & set(second) if second[p] - first[p] > 10}
+    assert not busy, f"template workers still rendering after the client left: {busy}"

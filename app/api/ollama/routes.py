@@ -94,7 +94,8 @@ async def _generation(
         await engine.load(model, keep_alive=gen.keep_alive)
     if action is not None:  # a single object even when streaming, like Ollama (Open WebUI reads it with .json())
         return _json(responses.load_response(kind, model, action, time.time_ns()))
-    chunks = await engine.start(gen)
+    # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
+    chunks = await until_disconnect(request, engine.start(gen), metrics)
     builder = responses.ResponseBuilder(kind, model, raw=gen.raw)
     if stream:
         return stream_response(guarded_stream(_lines(chunks, builder), _error_line, metrics=metrics), NDJSON)

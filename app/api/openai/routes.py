@@ -70,12 +70,15 @@ def sse_error(err: ServiceError) -> str:
     return encode_sse(openai_body(err.message, err.status_code, param=err.param, code=err.code))
 
 
-async def start_all(engine: Engine, requests: Sequence[GenerationRequest]) -> list[AsyncIterator[Chunk]]:
+async def start_all(
+    request: Request, engine: Engine, requests: Sequence[GenerationRequest], metrics: Metrics
+) -> list[AsyncIterator[Chunk]]:
     """Start every choice before the first byte; if one start fails, the ones already started are closed."""
     streams: list[AsyncIterator[Chunk]] = []
     try:
         for req in requests:
-            streams.append(await engine.start(req))
+            # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
+            streams.append(await until_disconnect(request, engine.start(req), metrics))
     except BaseException:
         for stream in streams:
             await aclose_quietly(stream)
@@ -105,7 +108,7 @@ async def create_chat_completion(
 ) -> Response:
     """Create a chat completion (SSE chunks when `stream` is true)."""
     requests = convert.to_chat_requests(body, request_id=_request_id(request))
-    streams = await start_all(engine, requests)
+    streams = await start_all(request, engine, requests, metrics)
     ids = responses.ResponseIds.new("chatcmpl", body.model)
     if body.stream:
         return _sse(responses.ChatStream(body, ids, len(streams)), streams, metrics)
@@ -120,7 +123,7 @@ async def create_completion(
     """Create a text completion from raw prompts (no chat template; SSE chunks when `stream` is true)."""
     requests = convert.to_completion_requests(body, request_id=_request_id(request))
     prompts = convert.to_prompts(body.prompt)
-    streams = await start_all(engine, requests)
+    streams = await start_all(request, engine, requests, metrics)
     ids = responses.ResponseIds.new("cmpl", body.model)
     if body.stream:
         return _sse(responses.CompletionStream(body, prompts, ids), streams, metrics)
