@@ -200,6 +200,13 @@ class EmbeddingMixin:
             kind = "chat" if req.messages is not None else "generate"
             raise InvalidRequest(f'"{req.model}" does not support {kind}', param="model")
 
+    async def probe_embedding(self, model: str) -> bool:
+        """The readiness probe of an embedding model (it cannot generate a token): one vector. False for others."""
+        if encoders.spec_of(self.catalog.resolve(model).source) is None:
+            return False
+        await self.embed(EmbeddingRequest(model=model, inputs=("Hi",)))
+        return True
+
     async def embed(self, req: EmbeddingRequest) -> Embeddings:
         started = time.perf_counter()
         resolved = self.catalog.resolve(req.model)

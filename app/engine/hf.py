@@ -89,6 +89,8 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
     async def probe(self) -> bool:
         if not self._preload:
             return True
+        if await self.probe_embedding(self._preload[0]):
+            return True
         chunks = await self.start(
             GenerationRequest(model=self._preload[0], prompt="Hi", raw=True, sampling=SamplingParams(max_tokens=1))
         )

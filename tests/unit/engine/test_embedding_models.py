@@ -240,3 +240,15 @@ def test_a_failing_pass_fails_only_its_rows(scheduler: BatchScheduler) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         futures[0].result(5)
     assert futures[1].result(5).item() == 1.0
+
+
+def test_readiness_probe_of_a_preloaded_embedding_model(settings: Settings, models_dir: Path, cache: Path) -> None:
+    engine = _engine(settings, models_dir, cache, preload="tiny-st")
+
+    async def probe() -> bool:
+        try:
+            return await engine.probe()  # HUGLLAMA_READINESS=generate: one vector, since it cannot generate
+        finally:
+            await engine.aclose()
+
+    assert asyncio.run(probe()) is True
