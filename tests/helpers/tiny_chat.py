@@ -1,0 +1,44 @@
+"""A randomly initialised two-layer Llama with a character-level tokenizer and a ChatML chat template, saved as a
+Hugging Face folder: the real catalog, loader, engine, scheduler and renderer paths in milliseconds, without the
+embedded model."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!:'\n")
+SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>"]
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def tiny_chat_files(seed: int = 0) -> dict[str, bytes]:
+    """Every file of the folder, by relative path (for tests.helpers.fake_hub.write_files)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.helpers.tiny_llama import tiny_llama
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(SPECIALS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<pad>")
+    tokenizer.chat_template = CHATML
+    model = tiny_llama(
+        seed,
+        vocab_size=96,
+        bos_token_id=None,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<pad>"],
+        max_position_embeddings=512,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}

@@ -1,0 +1,158 @@
+"""The engine in-process on a tiny chat model (real catalog, loader, manager, scheduler and renderer; no server, no
+embedded model): concurrent requests share decode steps and answer as they do alone, a closed stream leaves the
+batch, residency evicts and unloads, and bad input is refused before admission."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.engine.hf import TransformersEngine
+from app.engine.types import Chunk, GenerationRequest, Message, SamplingParams
+from app.errors import InvalidRequest
+from app.metrics import Metrics
+from app.registry import hfcache
+from app.registry.catalog import ModelCatalog
+from app.settings import Settings
+from tests.helpers.fake_hub import write_files
+from tests.helpers.tiny_chat import tiny_chat_files
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def files() -> dict[str, bytes]:
+    return tiny_chat_files(seed=0)
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    write_files(tmp_path / "models" / "tiny-chat", files)
+    write_files(tmp_path / "models" / "tiny-chat-b", tiny_chat_files(seed=1))
+    return tmp_path / "models"
+
+
+def _engine(settings: Settings, models_dir: Path, tmp_path: Path, **update: Any) -> TransformersEngine:
+    hfcache.invalidate()
+    s = settings.model_copy(
+        update={"models_dir": models_dir, "device": "cpu", "dtype": "float32", "torch_threads": 1, **update}
+    )
+    return TransformersEngine(s, ModelCatalog(s, cache_dir=tmp_path / "hub"), Metrics())
+
+
+def _run(engine: TransformersEngine, scenario: Callable[[], Awaitable[None]]) -> None:
+    async def main() -> None:
+        await engine.startup()
+        try:
+            await scenario()
+        finally:
+            await engine.aclose()
+
+    asyncio.run(main())
+
+
+async def _text(chunks: AsyncIterator[Chunk]) -> str:
+    return "".join([c.text async for c in chunks])
+
+
+def _chat(text: str, model: str = "tiny-chat", sampling: SamplingParams = GREEDY) -> GenerationRequest:
+    return GenerationRequest(model=model, messages=(Message(role="user", content=text),), sampling=sampling)
+
+
+PROMPTS = ("Hello there", "What is the capital of France?", "abc", "Tell me a story")
+
+
+def test_concurrent_requests_share_decode_steps_and_answer_as_alone(
+    settings: Settings, models_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(settings, models_dir, tmp_path)
+
+    async def scenario() -> None:
+        alone = [await _text(await engine.start(_chat(p))) for p in PROMPTS]
+        res = next(iter(engine.manager.residents.values()))
+        steps = res.scheduler.steps
+        streams = [await engine.start(_chat(p)) for p in PROMPTS]  # all admitted before any is read
+        together = await asyncio.gather(*(_text(s) for s in streams))
+        assert list(together) == alone
+        assert all(len(t) > 0 for t in alone)
+        # 4 x 12 tokens one after another would take 44 decode steps; batched they take about 11.
+        assert res.scheduler.steps - steps < 24
+
+    _run(engine, scenario)
+
+
+def test_a_closed_stream_leaves_the_batch_and_the_others_go_on(
+    settings: Settings, models_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(settings, models_dir, tmp_path)
+    long = SamplingParams(temperature=0.0, max_tokens=400, ignore_eos=True)
+
+    async def scenario() -> None:
+        want = await _text(await engine.start(_chat(PROMPTS[1])))
+        leaver = await engine.start(_chat(PROMPTS[0], sampling=long))
+        stayer = await engine.start(_chat(PROMPTS[1]))
+        got = 0
+        async for chunk in leaver:
+            got += bool(chunk.text)
+            if got == 3:
+                break
+        await leaver.aclose()  # type: ignore[attr-defined]
+        res = next(iter(engine.manager.residents.values()))
+        assert await _text(stayer) == want
+        for _ in range(100):
+            if not res.scheduler._active and res.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert not res.scheduler._active and res.in_flight == 0
+        assert engine.metrics.requests_running._value.get() == 0  # type: ignore[attr-defined]
+
+    _run(engine, scenario)
+
+
+def test_loading_a_second_model_evicts_the_idle_one_and_keep_alive_0_unloads(
+    settings: Settings, models_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(settings, models_dir, tmp_path, max_loaded_models=1)
+
+    async def scenario() -> None:
+        await _text(await engine.start(_chat("hi")))
+        assert [m.name for m in engine.running()] == ["tiny-chat:latest"]
+        await _text(await engine.start(_chat("hi", model="tiny-chat-b")))
+        assert [m.name for m in engine.running()] == ["tiny-chat-b:latest"]
+        await engine.load("tiny-chat-b", keep_alive=0)
+        assert engine.running() == []
+
+    _run(engine, scenario)
+
+
+@pytest.mark.parametrize(
+    ("req", "param"),
+    [
+        (GenerationRequest(model="tiny-chat", prompt="hi", context=(10_000,)), "context"),
+        (GenerationRequest(model="tiny-chat", prompt="", raw=True), "prompt"),
+        (GenerationRequest(model="tiny-chat", prompt="hi", template="{{ '' }}"), "template"),
+        (GenerationRequest(model="tiny-chat", prompt="hi", sampling=SamplingParams(seed=-3)), "seed"),
+        (GenerationRequest(model="tiny-chat", prompt="hi", sampling=SamplingParams(stop=("x",) * 17)), "stop"),
+        (GenerationRequest(model="tiny-chat", prompt="hi", sampling=SamplingParams(top_p=3.0)), "top_p"),
+    ],
+)
+def test_bad_input_is_refused_before_admission(
+    settings: Settings, models_dir: Path, tmp_path: Path, req: GenerationRequest, param: str
+) -> None:
+    engine = _engine(settings, models_dir, tmp_path)
+
+    async def scenario() -> None:
+        with pytest.raises(InvalidRequest) as err:
+            await engine.start(req)
+        assert err.value.param == param
+        assert engine._waiting == 0
+        for res in engine.manager.residents.values():
+            assert res.in_flight == 0 and not res.scheduler._active and not res.scheduler._pending
+        # and the engine still serves
+        assert await _text(await engine.start(_chat("hi")))
+
+    _run(engine, scenario)
