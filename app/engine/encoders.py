@@ -1,9 +1,10 @@
 """Encoder (sentence-transformers) checkpoints as embedding models: loading with `AutoModel`, tokenizing the way
 sentence-transformers does, and pooling token states as the checkpoint's `1_Pooling/config.json` says.
 
-The vectors must equal sentence-transformers' own for the same folder, so each step copies its rules: inputs
-are cut to `max_seq_length` by the tokenizer (the closing special token is kept), lower-cased when
-`do_lower_case` says so, and the pooled vector is L2-normalised when `modules.json` has a Normalize module.
+The vectors must equal sentence-transformers' own for the same folder, so each step copies its rules: the
+default prompt (if the checkpoint names one) goes before each input, inputs are cut to `max_seq_length` by the
+tokenizer (the closing special token is kept), lower-cased when `do_lower_case` says so, and the pooled vector is
+L2-normalised when `modules.json` has a Normalize module.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def tokenize(tokenizer: Any, spec: EncoderSpec, inputs: tuple[str, ...], limit: 
         where = "input" if len(inputs) == 1 else f"input[{i}]"
         if not text:
             raise InvalidRequest(f"{where} is empty: there is nothing to embed", param="input")
+        text = spec.prompt + text
         text = text.lower() if spec.do_lower_case else text
         ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
         if len(ids) > limit:

@@ -45,6 +45,7 @@ class EncoderSpec:
     max_seq_length: int | None = None
     do_lower_case: bool = False
     dimension: int | None = None
+    prompt: str = ""  # config_sentence_transformers.json's default prompt, put before every input
     unsupported: str | None = None
 
 
@@ -74,6 +75,7 @@ def _parse(folder: Path) -> EncoderSpec | None:
     unsupported = None
     pooling: tuple[str, ...] = ("mean",)
     dimension = None
+    include_prompt = True
     for m in modules:
         kind = str(m.get("type", ""))
         if kind not in _KNOWN_MODULES:
@@ -84,31 +86,55 @@ def _parse(folder: Path) -> EncoderSpec | None:
                 pooling = pooling_modes(config)
                 dim = config.get("word_embedding_dimension") or config.get("embedding_dimension")
                 dimension = dim if isinstance(dim, int) else None
+                include_prompt = config.get("include_prompt") is not False
     bad = [p for p in pooling if p not in SUPPORTED_POOLING]
     if bad:
         unsupported = unsupported or f"pooling mode {bad[0]!r} is not supported"
     st_config = _read_json(folder / "sentence_bert_config.json")
     st_config = st_config if isinstance(st_config, dict) else {}
     max_len = st_config.get("max_seq_length")
+    prompt = _default_prompt(folder)
+    if prompt and not include_prompt:
+        unsupported = unsupported or "pooling without the prompt's tokens (include_prompt: false) is not supported"
     return EncoderSpec(
         pooling=pooling,
         normalize=any(str(m.get("type", "")) == _ST + "Normalize" for m in modules),
         max_seq_length=max_len if isinstance(max_len, int) and max_len > 0 else None,
         do_lower_case=st_config.get("do_lower_case") is True,
         dimension=dimension * len(pooling) if dimension else None,
+        prompt=prompt,
         unsupported=unsupported,
     )
 
 
+def _default_prompt(folder: Path) -> str:
+    """The prompt sentence-transformers puts before every input when none is named: `default_prompt_name`'s."""
+    config = _read_json(folder / "config_sentence_transformers.json")
+    if not isinstance(config, dict):
+        return ""
+    prompts, name = config.get("prompts"), config.get("default_prompt_name")
+    if isinstance(prompts, dict) and isinstance(name, str) and isinstance(prompts.get(name), str):
+        return str(prompts[name])
+    return ""
+
+
 _lock = threading.Lock()
-_cache: dict[str, tuple[int, EncoderSpec | None]] = {}
+_cache: dict[str, tuple[tuple[int, ...], EncoderSpec | None]] = {}
+_STAMPED = ("sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def encoder_spec(folder: Path) -> EncoderSpec | None:
-    """The folder's EncoderSpec, or None when it is not a sentence-transformers checkpoint (cached per
-    modules.json mtime: listings and every request ask)."""
+    """The folder's EncoderSpec, or None when it is not a sentence-transformers checkpoint (cached per mtimes of
+    its config files: listings and every request ask)."""
     try:
-        stamp = os.stat(folder / "modules.json").st_mtime_ns
+        stamp = (os.stat(folder / "modules.json").st_mtime_ns, *(_mtime(folder / name) for name in _STAMPED))
     except OSError:
         return None
     key = str(folder)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 WORDS = (
     "the a is of and to in capital france paris city french i like eat bananas for breakfast cat dog sat on mat "
-    "sun hot cold water river mountain big small red blue green house car tree book read write run fast slow"
+    "query passage sun hot cold water river mountain big small red blue green house car tree book read write run "
+    "fast slow"
 ).split()
 
 
@@ -20,6 +21,7 @@ def tiny_bert_files(
     max_seq_length: int | None = 16,
     do_lower_case: bool = False,
     extra_modules: tuple[dict[str, object], ...] = (),
+    default_prompt: str | None = None,
     seed: int = 0,
 ) -> dict[str, bytes]:
     """Every file of the checkpoint, by relative path (for write_files or a FakeRepo)."""
@@ -67,4 +69,8 @@ def tiny_bert_files(
     files["modules.json"] = json.dumps(modules).encode()
     files["1_Pooling/config.json"] = json.dumps(pool_config).encode()
     files["sentence_bert_config.json"] = json.dumps(st_config).encode()
+    if default_prompt is not None:
+        prompts = {"query": default_prompt, "document": ""}
+        config = {"prompts": prompts, "default_prompt_name": "query"}
+        files["config_sentence_transformers.json"] = json.dumps(config).encode()
     return files

@@ -82,6 +82,16 @@ def test_lower_case_and_max_seq_length_follow_the_config(tmp_path: Path) -> None
         _serve(folder, texts, truncate=False)
 
 
+def test_default_prompt_goes_before_each_input(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, default_prompt="query: ")
+    spec = encoder_spec(folder)
+    assert spec is not None and spec.prompt == "query: "
+    ours, ref = _serve(folder, SENTENCES), _reference(folder, SENTENCES)
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    (folder / "config_sentence_transformers.json").unlink()  # without the prompt the vectors differ
+    assert not torch.allclose(_serve(folder, SENTENCES[:1]), ours[:1], atol=1e-3)
+
+
 def test_spec_reads_modules_pooling_and_config(tmp_path: Path) -> None:
     folder = _folder(tmp_path, pooling={"pooling_mode_cls_token": True}, normalize=False, max_seq_length=None)
     assert encoder_spec(folder) == EncoderSpec(
