@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine import loader
+from app.engine import encoders, loader
 from app.engine.prefix_cache import PrefixCache
 from app.engine.scheduler import BatchScheduler
 from app.engine.templates import PromptRenderer
@@ -22,6 +22,7 @@ from app.errors import InsufficientMemory, ModelLoadFailed, Overloaded, ServiceE
 from app.hardware import detect, planning
 from app.hardware import estimate as estimating
 from app.metrics import Metrics
+from app.registry.encoder_info import EncoderSpec
 from app.registry.types import ResolvedModel
 from app.settings import Settings
 
@@ -47,6 +48,11 @@ class Resident:
     last_used: float = field(default_factory=time.time)
     expires_at: float | None = None
     compiler: Any = None
+    # Embedding models (sentence-transformers checkpoints): how to pool, the vector's length, and the
+    # EmbedBatcher gathering concurrent requests (made on first use).
+    encoder: EncoderSpec | None = None
+    encoder_dim: int | None = None
+    batcher: Any = None
 
     def constraint_compiler(self) -> Any:
         if self.compiler is None:
@@ -257,6 +263,9 @@ class ModelManager:
 
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
+        spec = encoders.spec_of(resolved.source)
+        if spec is not None:
+            return self._load_encoder(resolved, spec, need, keep_alive, pinned)
         weights = loader.load(
             resolved.source,
             snapshots=self.settings.snapshots_dir,
@@ -309,6 +318,44 @@ class ModelManager:
             pinned=pinned,
         )
 
+    def _load_encoder(
+        self, resolved: ResolvedModel, spec: EncoderSpec, need: int, keep_alive: float | None, pinned: bool
+    ) -> Resident:
+        """An embedding model: its scheduler's thread only runs embedding passes (generation is refused before
+        a request gets here), so it has no KV cache, prefix cache or sampling defaults."""
+        weights = encoders.load_encoder(
+            resolved.source,
+            spec,
+            device=self.device,
+            dtype=self.dtype,
+            quantization=resolved.quantization,
+            trust_remote_code=self.settings.trust_remote_code,
+        )
+        model, tokenizer = weights.model, weights.tokenizer
+        scheduler = BatchScheduler(
+            model, tokenizer, name=resolved.base_name, max_batch=1, eos_ids=set(), device=str(model.device)
+        )
+        label = self.metrics.model_label(resolved.base_name)
+        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
+        self.metrics.model_memory_estimate.labels(model=label).set(need)
+        return Resident(
+            key=resolved.load_key,
+            name=resolved.base_name,
+            resolved=resolved,
+            weights=weights,
+            scheduler=scheduler,
+            renderer=PromptRenderer(tokenizer),
+            eos=set(),
+            defaults=SamplingParams(),
+            context_length=encoders.max_length(spec, model, tokenizer),
+            vocab_size=len(tokenizer),
+            estimate_bytes=need,
+            keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
+            pinned=pinned,
+            encoder=spec,
+            encoder_dim=spec.dimension or int(model.config.hidden_size) * len(spec.pooling),
+        )
+
     # ---- unloading ----
     def pinned_resident(self) -> bool:
         return all(key in self.residents for key in self.pinned_keys)
@@ -345,6 +392,7 @@ class ModelManager:
         res.scheduler.model = None
         res.scheduler.prefix_cache = None
         res.compiler = None
+        res.batcher = None
         gc.collect()
         if self.device == "cuda":
             import torch
