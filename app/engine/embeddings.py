@@ -131,8 +131,10 @@ class EmbedBatcher:
 
     def submit(self, rows: list[list[int]]) -> list[concurrent.futures.Future[torch.Tensor]]:
         futures: list[concurrent.futures.Future[torch.Tensor]] = [concurrent.futures.Future() for _ in rows]
+        # A request's own rows wait longest first, so rows of similar length share a pass and pad little.
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         with self._lock:
-            self._waiting.extend(zip(rows, futures, strict=True))
+            self._waiting.extend((rows[i], futures[i]) for i in order)
             schedule = not self._scheduled
             self._scheduled = True
         if schedule:
