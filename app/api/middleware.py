@@ -77,7 +77,8 @@ class ServiceMiddleware:
         if given is Tier.NONE:
             return Unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
         if given.value < needed.value:
-            return Forbidden(f"{method} {path} needs an admin key (HUGLLAMA_ADMIN_KEYS); this key may only use models")
+            # No path in the message: error bodies drop anything that looks like a server path.
+            return Forbidden("this operation needs an admin key (HUGLLAMA_ADMIN_KEYS); this key may only use models")
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

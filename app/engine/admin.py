@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from app.engine.types import SamplingParams
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.hardware import planning
+from app.registry.limits import check_options
 
 if TYPE_CHECKING:
     from app.engine.manager import ModelManager
     from app.registry.catalog_base import Catalog
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class ModelAdminMixin:
 
     manager: ModelManager
     catalog: Catalog
+    settings: Settings
     model_configs: dict[str, dict[str, Any]]
 
     def available(self) -> list[dict[str, Any]]:
@@ -155,5 +158,6 @@ class ModelAdminMixin:
         else:
             if not resolved.base_name:
                 raise ModelNotFound(model)
+            check_options(options, self.settings)  # replayed into every request for the model: bounded like an alias's
             self.model_configs[resolved.base_name] = dict(options)
         return self.get_config(model)

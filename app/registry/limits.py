@@ -36,8 +36,13 @@ def check_alias(alias: Alias, settings: Settings) -> None:
         )
     if alias.messages:
         _cap(list(alias.messages), settings.alias_max_messages_bytes, "messages", "HUGLLAMA_ALIAS_MAX_MESSAGES_BYTES")
-    _cap(alias.options or None, settings.alias_max_options_bytes, "parameters", "HUGLLAMA_ALIAS_MAX_OPTIONS_BYTES")
-    stop = alias.options.get("stop") if alias.options else None
+    check_options(alias.options, settings)
+
+
+def check_options(options: dict[str, Any], settings: Settings) -> None:
+    """Stored default options (an alias's, or a model's through PUT /api/v1/models/config): size and stop list."""
+    _cap(options or None, settings.alias_max_options_bytes, "parameters", "HUGLLAMA_ALIAS_MAX_OPTIONS_BYTES")
+    stop = options.get("stop") if options else None
     if isinstance(stop, list | tuple):
         if len(stop) > settings.max_stop:
             raise InvalidRequest(

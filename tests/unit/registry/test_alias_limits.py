@@ -88,3 +88,19 @@ def test_show_modelfile_names_the_model_not_a_path(catalog: ModelCatalog, models
         from_line = next(line for line in modelfile.splitlines() if line.startswith("FROM "))
         assert from_line == f"FROM {name}:latest", from_line
         assert str(models_dir) not in modelfile and "/" not in from_line
+
+
+def test_model_default_options_are_capped_like_an_alias(settings: Settings) -> None:
+    from types import SimpleNamespace
+
+    from app.engine.admin import ModelAdminMixin
+
+    admin = ModelAdminMixin()
+    admin.settings = settings
+    admin.model_configs = {}
+    admin.catalog = SimpleNamespace(resolve=lambda name: SimpleNamespace(alias=None, base_name="m:latest"))  # type: ignore[assignment]
+    with pytest.raises(InvalidRequest) as info:
+        admin.put_config("m", {"stop": ["x"] * 17})
+    assert info.value.param == "stop" and admin.model_configs == {}
+    admin.put_config("m", {"stop": ["x"] * 4, "temperature": 0.2})
+    assert admin.model_configs["m:latest"]["temperature"] == 0.2
