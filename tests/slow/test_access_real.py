@@ -227,3 +227,65 @@ def test_show_names_the_model_and_seeds_are_checked(server: ServerProcess) -> No
     with pytest.raises(openai.BadRequestError) as bad:
         oa.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], seed=2**64, max_tokens=2)
     assert "seed" in str(bad.value)
+
+
+A, U = ADMIN, USER
+# (method, path, body, key, status, words in the error): management inputs an attacker would try.
+MANAGEMENT_HOSTILE: list[tuple[str, str, Any, str, int, str]] = [
+    ("POST", "/api/v1/models/load", {"model_name_or_path": "../../etc/passwd"}, A, 400, "not allowed"),
+    ("POST", "/api/v1/models/load", {"model_name_or_path": "/etc/passwd"}, A, 400, "absolute paths"),
+    ("POST", "/api/v1/models/load", {"model_name_or_path": MODEL, "device": "cuda:7"}, A, 400, "device"),
+    ("POST", "/api/v1/models/load", {"model_name_or_path": MODEL, "quantization": "2bit"}, A, 400, "quantization"),
+    ("POST", "/api/v1/models/load", {"model_name_or_path": 5}, A, 400, "model_name_or_path"),
+    ("POST", "/api/v1/models/load", {"model_name_or_path": MODEL}, U, 403, "admin key"),
+    ("GET", "/api/v1/models/config?model=../../etc/passwd", None, U, 400, "not allowed"),
+    ("GET", "/api/v1/models/config?model=%00", None, U, 400, "invalid model name"),
+    ("PUT", "/api/v1/models/config", {"model": MODEL, "options": {"stop": ["x"] * 100_000}}, A, 400, "parameters"),
+    ("PUT", "/api/v1/models/config", {"model": MODEL, "options": {"stop": ["x"] * 17}}, A, 400, "stop"),
+    ("PUT", "/api/v1/models/config", {"model": MODEL, "options": {"seed": 2**70}}, A, 400, "seed"),
+    ("PUT", "/api/v1/models/config", {"model": MODEL, "options": {"nope": 1}}, A, 400, "nope"),
+    ("POST", "/api/v1/models/unload", {"model_name_or_path": "../x"}, A, 400, "not allowed"),
+    ("POST", "/api/v1/cache/warm", {"model": MODEL, "messages": [{"role": "user"}] * 5000}, A, 400, "messages"),
+    ("POST", "/api/v1/cache/warm", {"model": MODEL, "messages": [{"content": "x"}]}, A, 400, "role"),
+    (
+        "POST",
+        "/api/v1/cache/warm",
+        {"model": MODEL, "messages": [{"role": "user", "content": "x" * 1_000_001}]},
+        A,
+        400,
+        "too long",
+    ),  # fmt: skip
+    ("DELETE", "/api/delete", {"model": MODEL}, A, 400, "embedded"),
+    ("DELETE", "/api/delete", {"model": "../../x"}, A, 400, "not allowed"),
+    ("POST", "/api/copy", {"source": MODEL, "destination": MODEL}, A, 400, "existing model"),
+    ("POST", "/api/copy", {"source": MODEL, "destination": "../evil"}, A, 400, "not allowed"),
+    ("POST", "/api/create", {"model": "x", "from": MODEL, "system": "s" * 2000}, A, 400, "system"),
+    ("POST", "/api/create", {"model": "x", "from": MODEL, "template": "{{ '' }}"}, A, 400, "empty"),
+    (
+        "POST",
+        "/api/create",
+        {"model": "x", "from": MODEL, "messages": [{"role": "user", "content": "x"}] * 300},
+        A,
+        400,
+        "messages",
+    ),  # fmt: skip
+    ("POST", "/api/create", {"model": "x", "from": MODEL, "parameters": {"stop": ["s"] * 1000}}, A, 400, "stop"),
+    ("POST", "/api/create", {"model": "x" * 500, "from": MODEL}, A, 400, "longer than"),
+    ("POST", "/api/pull", {"model": "../../etc"}, A, 400, "not allowed"),
+    ("POST", "/api/pull", {"model": "org/x@../../.."}, A, 400, "not allowed"),
+    ("POST", "/api/pull", {"model": "smollm2"}, A, 400, "org/name"),
+    ("POST", "/api/pull", {"model": "org/missing"}, A, 404, "not found"),
+    ("POST", "/api/blobs/sha256:../../etc/passwd", None, U, 403, "admin key"),
+    ("POST", "/api/push", {"model": "x"}, A, 501, "not supported"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "key", "status", "words"), MANAGEMENT_HOSTILE)
+def test_management_hostile_inputs(
+    server: ServerProcess, method: str, path: str, body: Any, key: str, status: int, words: str
+) -> None:
+    with http(server, key) as c:
+        started = time.monotonic()
+        r = c.request(method, path, json=body)
+    assert r.status_code == status and words in r.json()["error"], r.text[:300]
+    assert time.monotonic() - started < 5
