@@ -118,8 +118,9 @@ class HostPolicy:
         bind_host, _ = settings.bind()
         if configured:
             self.any = "*" in configured
-            self.names = frozenset(h.strip("[]") for h in configured if not h.startswith("*."))
-            self.suffixes = tuple(h[1:] for h in configured if h.startswith("*."))
+            hosts = [split_host(h) or h for h in configured]  # a port in an entry is ignored, like in the header
+            self.names = frozenset(h for h in hosts if not h.startswith("*."))
+            self.suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
         else:
             self.any = not _is_loopback(bind_host)
             self.names = LOOPBACK_NAMES
@@ -148,10 +149,13 @@ DEFAULT_ORIGINS = [
 ] + ["app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*"]
 
 
+_STAR = "wildcard-label-0"
+
+
 @dataclass(frozen=True, slots=True)
 class _Origin:
     scheme: str
-    host: str  # "*" any host; "*.example.com" any subdomain
+    host: str  # "*" any host; "*.example.com" any subdomain; "192.168.1.*" one label of anything
     port: int | str | None  # "*" any port (or none); None the scheme's default
 
 
@@ -165,9 +169,9 @@ def _parse(text: str, *, pattern: bool) -> _Origin | None:
     if pattern and rest.endswith(":*"):
         parsed = _parse(f"{scheme}://{rest[:-2]}", pattern=True)
         return _Origin(scheme, parsed.host, "*") if parsed is not None else None
-    if pattern and rest.startswith("*."):
-        parsed = _parse(f"{scheme}://x{rest[1:]}", pattern=False)
-        return _Origin(scheme, "*" + parsed.host[1:], parsed.port) if parsed is not None else None
+    if pattern and "*" in rest:  # a host label that is "*": mark it, parse the rest as an ordinary origin
+        parsed = _parse(f"{scheme}://{rest.replace('*', _STAR)}", pattern=False)
+        return _Origin(scheme, parsed.host.replace(_STAR, "*"), parsed.port) if parsed is not None else None
     try:
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port
@@ -202,12 +206,16 @@ class OriginPolicy:
         return any(_origin_matches(p, given) for p in self.patterns)
 
 
+def _host_matches(pattern: str, host: str) -> bool:
+    if pattern in ("*", host):
+        return True
+    if pattern.startswith("*.") and "*" not in pattern[2:]:
+        return host.endswith(pattern[1:])  # any depth of subdomain
+    want, got = pattern.split("."), host.split(".")
+    return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True))
+
+
 def _origin_matches(p: _Origin, o: _Origin) -> bool:
-    if p.scheme != o.scheme:
-        return False
-    if p.host.startswith("*."):
-        if not o.host.endswith(p.host[1:]):
-            return False
-    elif p.host not in ("*", o.host):
+    if p.scheme != o.scheme or not _host_matches(p.host, o.host):
         return False
     return p.port == "*" or p.port == o.port

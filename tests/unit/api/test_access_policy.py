@@ -149,3 +149,16 @@ def test_origins_configured(settings: Settings) -> None:
     assert not policy.allowed("https://corp.example.evil:9000")
     assert policy.allowed("null")
     assert OriginPolicy(make(settings, origins="*")).allowed("https://anything.example")
+
+
+def test_origin_label_wildcards(settings: Settings) -> None:
+    policy = OriginPolicy(make(settings, origins="http://192.168.1.*:*,https://app-*.example.com"))
+    assert policy.allowed("http://192.168.1.20:8080")
+    assert not policy.allowed("http://192.168.1.evil.com:8080")  # a glob would let this through
+    assert not policy.allowed("http://192.168.10.20:8080")
+    assert not policy.allowed("https://app-1.example.com")  # "*" is a whole label, not part of one
+
+
+def test_allowed_hosts_entries_may_carry_ports(settings: Settings) -> None:
+    policy = HostPolicy(make(settings, allowed_hosts="llm.example.com:8443,[::1]:11434"))
+    assert policy.allowed("llm.example.com") and policy.allowed("llm.example.com:9999") and policy.allowed("[::1]")
