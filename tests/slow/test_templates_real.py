@@ -361,7 +361,10 @@ def test_override_templates_render_in_the_sandbox_like_in_process(renderer: Prom
     [
         ("{{ 'ab ' * 333333 }}", "characters"),  # over max_chars=100,000
         ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "longer than"),
-        ("{% set ns = namespace(a='x') %}{% for i in range(60) %}{% set ns.a = ns.a ~ ns.a %}{% endfor %}", "memory|longer than"),
+        (
+            "{% set ns = namespace(a='x') %}{% for i in range(60) %}{% set ns.a = ns.a ~ ns.a %}{% endfor %}",
+            "memory|longer than",
+        ),
         ("{{ raise_exception('nope') }}", "nope"),
         ("{{ ''.__class__.__mro__ }}", "unsafe"),
     ],

@@ -36,31 +36,31 @@ def _side_tensor_bytes(model: Any) -> int:
 
 
 @pytest.mark.parametrize("quantization", [None, "8bit", "4bit"])
-def test_estimate_matches_loaded_footprint(hf_model_snapshot: Path, quantization: str | None) -> None:
+def test_estimate_matches_loaded_footprint(embedded_snapshot: Path, quantization: str | None) -> None:
     est = estimate(
-        ModelSource("hf_dir", hf_model_snapshot),
+        ModelSource("hf_dir", embedded_snapshot),
         dtype="float32",
         quantization=quantization,
         num_ctx=1,
         parallel=1,
         overhead_bytes=0,
     )
-    model = _load(hf_model_snapshot, quantization)
+    model = _load(embedded_snapshot, quantization)
     footprint = int(model.get_memory_footprint())
     assert abs(est.weights_bytes - footprint) / footprint < 0.25
     real = footprint + _side_tensor_bytes(model)
     assert abs(est.weights_bytes - real) / real < 0.05
     assert (
-        est.parameters == sum(p.numel() for p in _load(hf_model_snapshot, None).parameters())
+        est.parameters == sum(p.numel() for p in _load(embedded_snapshot, None).parameters())
         if quantization is None
         else True
     )
 
 
-def test_gguf_estimate_matches_the_snapshot_of_the_same_model(hf_model_snapshot: Path, embedded_gguf: Path) -> None:
+def test_gguf_estimate_matches_the_snapshot_of_the_same_model(embedded_snapshot: Path, embedded_gguf: Path) -> None:
     gguf_src = ModelSource("embedded", embedded_gguf.parent, gguf_file=embedded_gguf.name)
     est = estimate(gguf_src, dtype="float32", quantization=None, num_ctx=1, parallel=1, overhead_bytes=0)
-    model = _load(hf_model_snapshot, None)
+    model = _load(embedded_snapshot, None)
     footprint = int(model.get_memory_footprint())
     assert abs(est.weights_bytes - footprint) / footprint < 0.25
     dims, cfg = model_dims(gguf_src), model.config
@@ -69,4 +69,4 @@ def test_gguf_estimate_matches_the_snapshot_of_the_same_model(hf_model_snapshot:
         cfg.num_key_value_heads,
         cfg.hidden_size,
     )
-    assert dims == model_dims(ModelSource("hf_dir", hf_model_snapshot))
+    assert dims == model_dims(ModelSource("hf_dir", embedded_snapshot))
