@@ -216,7 +216,7 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Wall-clock limit for rendering a request or alias template (sandboxed process)."
     )
     template_memory_bytes: int = Field(
-        1024 * 1024 * 1024, ge=64 * 1024 * 1024, description="Address-space limit of the template-rendering process."
+        512 * 1024 * 1024, ge=256 * 1024 * 1024, description="Address-space limit of the template-rendering process."
     )
 
     @field_validator("keep_alive", mode="before")

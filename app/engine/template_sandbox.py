@@ -83,9 +83,10 @@ class _Worker:
     def kill(self) -> None:
         try:
             self.proc.kill()
-            self.proc.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        except OSError:
+            return
+        # Freeing a large address space can take a while: reap it in the background, not in the request.
+        threading.Thread(target=self.proc.wait, name="template-reap", daemon=True).start()
 
 
 class TemplateSandbox:
