@@ -270,7 +270,8 @@ class EmbeddingMixin:
             run: Callable[[list[list[int]]], torch.Tensor]
             if res.encoder is not None:
                 pad = encoders.pad_id(res.weights.tokenizer)
-                run = functools.partial(encoders.encode, model, device=device, pad_id=pad, spec=res.encoder)
+                head = res.weights.head
+                run = functools.partial(encoders.encode, model, device=device, pad_id=pad, spec=res.encoder, head=head)
             else:
                 run = functools.partial(hidden_states, model, device=device, pad_id=res.scheduler.pad_id())
             res.batcher = EmbedBatcher(

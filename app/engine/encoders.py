@@ -18,12 +18,56 @@ from transformers import AutoModel, AutoTokenizer
 
 from app.engine.loader import LoadedWeights, quantization_config
 from app.errors import InvalidRequest, ModelLoadFailed
-from app.registry.encoder_info import EncoderSpec, encoder_spec
+from app.registry.encoder_info import DenseSpec, EncoderSpec, encoder_spec
 from app.registry.types import ModelSource
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
+
+
+_ACTIVATIONS: dict[str, Any] = {
+    "tanh": torch.tanh,
+    "identity": lambda x: x,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+    "sigmoid": torch.sigmoid,
+    "silu": torch.nn.functional.silu,
+}
+
+
+class DenseHead(torch.nn.Module):
+    """sentence-transformers' Dense modules after pooling: Linear layers, each with its activation."""
+
+    def __init__(self, layers: list[tuple[torch.nn.Linear, str]]) -> None:
+        super().__init__()
+        self.linears = torch.nn.ModuleList(linear for linear, _ in layers)
+        self.activations = [activation for _, activation in layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, activation in zip(self.linears, self.activations, strict=True):
+            x = _ACTIVATIONS[activation](linear(x))
+        return x
+
+
+def _dense_layer(folder: Path, dense: DenseSpec) -> torch.nn.Linear:
+    """A Dense module's Linear from its folder's model.safetensors (or pytorch_model.bin, tensors only)."""
+    where = folder / dense.path
+    if (where / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(where / "model.safetensors"))
+    elif (where / "pytorch_model.bin").is_file():
+        state = torch.load(where / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise ModelLoadFailed(f"the Dense module in {dense.path} has no weights")
+    weight, bias = state["linear.weight"], state.get("linear.bias")
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
 
 
 def spec_of(source: ModelSource) -> EncoderSpec | None:
@@ -57,6 +101,10 @@ def load_encoder(
         if qconfig is None and device != "cpu":
             model = model.to(device)
         model.eval()
+        head = None
+        if spec.dense:
+            layers = [(_dense_layer(path, d), d.activation) for d in spec.dense]
+            head = DenseHead(layers).to(device=model.device, dtype=torch.float32).eval()
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load embedding model from {path}: {e}") from e
     return LoadedWeights(
@@ -66,8 +114,10 @@ def load_encoder(
         dtype=dtype,
         quantization=quantization,
         load_seconds=time.perf_counter() - started,
-        footprint_bytes=int(model.get_memory_footprint()),
+        footprint_bytes=int(model.get_memory_footprint())
+        + sum(p.numel() * p.element_size() for p in (head.parameters() if head is not None else ())),
         snapshot=path,
+        head=head,
     )
 
 
@@ -125,8 +175,11 @@ def pool(states: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
     return torch.cat(out, dim=-1)
 
 
-def encode(model: Any, rows: list[list[int]], device: str, pad_id: int, spec: EncoderSpec) -> torch.Tensor:
-    """Pooled (and, if the checkpoint says so, normalised) vectors of token-id rows, right-padded into one pass."""
+def encode(
+    model: Any, rows: list[list[int]], device: str, pad_id: int, spec: EncoderSpec, head: Any = None
+) -> torch.Tensor:
+    """Pooled, projected by the Dense head if any, and (if the checkpoint says so) normalised vectors of token-id
+    rows, right-padded into one pass."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -136,6 +189,9 @@ def encode(model: Any, rows: list[list[int]], device: str, pad_id: int, spec: En
     with torch.inference_mode():
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
     pooled = pool(out.last_hidden_state.cpu(), mask, spec.pooling)
+    if head is not None:
+        with torch.inference_mode():
+            pooled = head(pooled.to(next(head.parameters()).device)).cpu()
     if spec.normalize:
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
     return pooled

@@ -43,6 +43,8 @@ class LoadedWeights:
     load_seconds: float
     footprint_bytes: int
     snapshot: Path
+    # Embedding models: the sentence-transformers layers after pooling (encoders.DenseHead), if any.
+    head: Any = None
 
 
 def snapshot_dir(snapshots: Path, source: ModelSource) -> Path:

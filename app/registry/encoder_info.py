@@ -28,8 +28,26 @@ _LEGACY_KEYS = {
     "pooling_mode_lasttoken": "lasttoken",
 }
 _ST = "sentence_transformers.models."
-# Modules that only reshape what the Transformer and Pooling produce in ways served here.
-_KNOWN_MODULES = {_ST + "Transformer", _ST + "Pooling", _ST + "Normalize"}
+# The order served here: the encoder, pooling, dense projections, and normalisation last.
+_ORDER = {_ST + "Transformer": 0, _ST + "Pooling": 1, _ST + "Dense": 2, _ST + "Normalize": 3}
+# Dense activations by sentence-transformers' class path (never imported: a checkpoint names no code to run).
+ACTIVATIONS = {
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.GELU": "gelu",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.SiLU": "silu",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DenseSpec:
+    """A sentence-transformers Dense module: a Linear (weights in its folder) and an activation."""
+
+    path: str
+    activation: str
+    out_features: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +64,7 @@ class EncoderSpec:
     do_lower_case: bool = False
     dimension: int | None = None
     prompt: str = ""  # config_sentence_transformers.json's default prompt, put before every input
+    dense: tuple[DenseSpec, ...] = ()
     unsupported: str | None = None
 
 
@@ -76,10 +95,18 @@ def _parse(folder: Path) -> EncoderSpec | None:
     pooling: tuple[str, ...] = ("mean",)
     dimension = None
     include_prompt = True
+    dense: list[DenseSpec] = []
+    ranks = [r for m in modules if (r := _ORDER.get(str(m.get("type", "")), -1)) >= 0]
+    if ranks != sorted(ranks) or ranks.count(1) > 1 or ranks.count(3) > 1:
+        unsupported = "this order of sentence-transformers modules is not supported"
     for m in modules:
         kind = str(m.get("type", ""))
-        if kind not in _KNOWN_MODULES:
+        if kind not in _ORDER:
             unsupported = unsupported or f"the sentence-transformers module {kind} is not supported"
+        if kind == _ST + "Dense":
+            spec, why = _dense(folder, str(m.get("path", "")))
+            dense.append(spec)
+            unsupported = unsupported or why
         if kind == _ST + "Pooling":
             config = _read_json(folder / str(m.get("path", "")) / "config.json")
             if isinstance(config, dict):
@@ -101,10 +128,25 @@ def _parse(folder: Path) -> EncoderSpec | None:
         normalize=any(str(m.get("type", "")) == _ST + "Normalize" for m in modules),
         max_seq_length=max_len if isinstance(max_len, int) and max_len > 0 else None,
         do_lower_case=st_config.get("do_lower_case") is True,
-        dimension=dimension * len(pooling) if dimension else None,
+        dimension=(dense[-1].out_features if dense else (dimension * len(pooling) if dimension else None)),
         prompt=prompt,
+        dense=tuple(dense),
         unsupported=unsupported,
     )
+
+
+def _dense(folder: Path, path: str) -> tuple[DenseSpec, str | None]:
+    config = _read_json(folder / path / "config.json")
+    if not isinstance(config, dict):
+        return DenseSpec(path, "identity"), f"the Dense module in {path} has no readable config.json"
+    name = config.get("activation_function", "torch.nn.modules.activation.Tanh")  # sentence-transformers' default
+    out = config.get("out_features")
+    spec = DenseSpec(path, ACTIVATIONS.get(str(name), ""), out if isinstance(out, int) else None)
+    if not spec.activation:
+        return spec, f"the Dense activation {name} is not supported"
+    if config.get("use_residual") is True:
+        return spec, "Dense modules with a residual connection are not supported"
+    return spec, None
 
 
 def _default_prompt(folder: Path) -> str:

@@ -137,14 +137,25 @@ def _map_hub_error(exc: BaseException, repo: str, endpoint: str) -> ServiceError
     return UpstreamUnavailable(f"pulling {repo} from {endpoint} failed: {exc}")
 
 
+def _module_files(names: list[str]) -> list[str]:
+    """sentence-transformers module folders (1_Pooling/, 2_Dense/, ...): configs, and weights as safetensors or,
+    where a folder has none, pytorch_model.bin."""
+    files = [n for n in names if _ST_MODULE_FILE.match(n)]
+    with_safetensors = {n.split("/")[0] for n in files if n.endswith(".safetensors")}
+    return [
+        n
+        for n in files
+        if n.endswith((".json", ".safetensors"))
+        or (n.endswith("/pytorch_model.bin") and n.split("/")[0] not in with_safetensors)
+    ]
+
+
 def select_files(names: list[str], *, tag: str = "latest", trust_remote_code: bool = False) -> list[str]:
     """The files a pull fetches: config/tokenizer/weights of a transformers repo, or one GGUF file of a GGUF repo.
 
     config.json comes last (its presence marks a complete snapshot).
     """
     top = [n for n in names if "/" not in n]  # subfolders hold other formats (onnx/, original/, ...)
-    if "modules.json" in top:  # sentence-transformers keeps its pooling (and other modules) in numbered folders
-        top += [n for n in names if _ST_MODULE_FILE.match(n)]
     patterns = ALLOW_PATTERNS + (("*.py",) if trust_remote_code else ())
     has_safetensors = any(n.endswith(".safetensors") for n in top)
     has_bin = any(fnmatch.fnmatch(n, "pytorch_model*.bin") for n in top)
@@ -156,6 +167,8 @@ def select_files(names: list[str], *, tag: str = "latest", trust_remote_code: bo
         ]
         if not has_safetensors:
             chosen += [n for n in top if fnmatch.fnmatch(n, "pytorch_model*.bin")]
+        if "modules.json" in top:
+            chosen += _module_files(names)
         return sorted(chosen, key=lambda n: (n == "config.json", n))
     ggufs = sorted(n for n in top if n.lower().endswith(".gguf"))
     if not ggufs:

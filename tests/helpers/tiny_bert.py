@@ -22,9 +22,14 @@ def tiny_bert_files(
     do_lower_case: bool = False,
     extra_modules: tuple[dict[str, object], ...] = (),
     default_prompt: str | None = None,
+    dense: tuple[tuple[int, str | None, str], ...] = (),
     seed: int = 0,
 ) -> dict[str, bytes]:
-    """Every file of the checkpoint, by relative path (for write_files or a FakeRepo)."""
+    """Every file of the checkpoint, by relative path (for write_files or a FakeRepo).
+
+    `dense` adds Dense modules after pooling: (out_features, activation class path or None for the default,
+    "safetensors" or "bin" for how their weights are saved).
+    """
     import tempfile
 
     import torch
@@ -55,8 +60,47 @@ def tiny_bert_files(
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
+    width = 32
+    for out_features, activation, fmt in dense:
+        folder_name = f"{len(modules)}_Dense"
+        modules.append(
+            {
+                "idx": len(modules),
+                "name": str(len(modules)),
+                "path": folder_name,
+                "type": "sentence_transformers.models.Dense",
+            }
+        )
+        linear = torch.nn.Linear(width, out_features, bias=fmt == "safetensors")
+        state = {f"linear.{k}": v.detach().clone() for k, v in linear.state_dict().items()}
+        dense_config: dict[str, object] = {
+            "in_features": width,
+            "out_features": out_features,
+            "bias": "linear.bias" in state,
+        }
+        if activation is not None:
+            dense_config["activation_function"] = activation
+        files[f"{folder_name}/config.json"] = json.dumps(dense_config).encode()
+        if fmt == "safetensors":
+            from safetensors.torch import save
+
+            files[f"{folder_name}/model.safetensors"] = save(state)
+        else:
+            import io
+
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            files[f"{folder_name}/pytorch_model.bin"] = buffer.getvalue()
+        width = out_features
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append(
+            {
+                "idx": len(modules),
+                "name": str(len(modules)),
+                "path": f"{len(modules)}_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
     modules += [{"idx": len(modules) + i, **m} for i, m in enumerate(extra_modules)]
     pool_config: dict[str, object] = {"word_embedding_dimension": 32}
     if isinstance(pooling, str):

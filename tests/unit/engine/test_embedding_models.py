@@ -24,7 +24,7 @@ from app.hardware import estimate as estimating
 from app.metrics import Metrics
 from app.registry import hfcache
 from app.registry.catalog import ModelCatalog
-from app.registry.pull import pull
+from app.registry.pull import pull, select_files
 from app.settings import Settings
 from tests.helpers.fake_hub import FakeHub, FakeRepo, write_files
 from tests.helpers.tiny_bert import tiny_bert_files
@@ -34,7 +34,8 @@ NAME = "tiny-st:latest"
 
 @pytest.fixture(scope="module")
 def st_files() -> dict[str, bytes]:
-    return tiny_bert_files(pooling="mean", normalize=True, max_seq_length=16)
+    # A Dense module (weights in its own folder, as pytorch_model.bin) so the pull fetches module weights too.
+    return tiny_bert_files(pooling="mean", normalize=True, max_seq_length=16, dense=((32, None, "bin"),))
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ def test_pulled_repository_is_served_like_the_folder(
     finally:
         hub.stop()
     pulled = {e["status"].removeprefix("pulling ") for e in events if e["status"].startswith("pulling ")}
-    assert {"1_Pooling/config.json", "modules.json", "sentence_bert_config.json", "model.safetensors"} <= pulled
+    assert {"1_Pooling/config.json", "2_Dense/pytorch_model.bin", "modules.json", "model.safetensors"} <= pulled
     engine = _engine(settings, models_dir, cache)
     assert engine.catalog.show("org/tiny-st")["capabilities"] == ["embedding"]
 
@@ -151,6 +152,37 @@ def test_pulled_repository_is_served_like_the_folder(
 
     a, b = asyncio.run(both())
     assert a == pytest.approx(b, abs=1e-6)
+
+
+def test_pull_selects_module_folders_not_other_formats() -> None:
+    names = [
+        "config.json",
+        "model.safetensors",
+        "modules.json",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/pytorch_model.bin",
+        "3_Dense/config.json",
+        "3_Dense/model.safetensors",
+        "3_Dense/pytorch_model.bin",
+        "onnx/model.onnx",
+        "openvino/openvino_model.xml",
+        "README.md",
+    ]
+    assert select_files(names) == [
+        "1_Pooling/config.json",
+        "2_Dense/config.json",
+        "2_Dense/pytorch_model.bin",  # that folder has no safetensors
+        "3_Dense/config.json",
+        "3_Dense/model.safetensors",
+        "model.safetensors",
+        "modules.json",
+        "tokenizer.json",
+        "config.json",  # last: it marks a complete snapshot
+    ]
+    # Without modules.json numbered folders are nobody's modules.
+    assert "1_Pooling/config.json" not in select_files([n for n in names if n != "modules.json"])
 
 
 # --- the batcher --------------------------------------------------------------------------------------------------

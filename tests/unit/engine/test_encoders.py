@@ -39,7 +39,7 @@ def _serve(folder: Path, texts: list[str], *, truncate: bool = True) -> torch.Te
     )
     limit = encoders.max_length(spec, weights.model, weights.tokenizer)
     rows = encoders.tokenize(weights.tokenizer, spec, tuple(texts), limit, truncate)
-    return encoders.encode(weights.model, rows, "cpu", encoders.pad_id(weights.tokenizer), spec)
+    return encoders.encode(weights.model, rows, "cpu", encoders.pad_id(weights.tokenizer), spec, weights.head)
 
 
 def _reference(folder: Path, texts: list[str]) -> torch.Tensor:
@@ -105,12 +105,33 @@ def test_spec_reads_modules_pooling_and_config(tmp_path: Path) -> None:
     assert encoder_spec(folder) is None
 
 
-def test_unknown_modules_and_pooling_refuse_to_load(tmp_path: Path) -> None:
-    dense = {"name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
-    folder = _folder(tmp_path, extra_modules=(dense,))
+TANH = "torch.nn.modules.activation.Tanh"
+IDENTITY = "torch.nn.modules.linear.Identity"
+
+
+@pytest.mark.parametrize(
+    "dense",
+    [
+        ((16, None, "safetensors"),),  # sentence-transformers' default activation (Tanh), LaBSE-style
+        ((24, IDENTITY, "bin"),),  # no bias, weights in pytorch_model.bin
+        ((48, TANH, "safetensors"), (8, IDENTITY, "bin")),
+    ],
+)
+def test_dense_modules_match_sentence_transformers(tmp_path: Path, dense: tuple[Any, ...]) -> None:
+    folder = _folder(tmp_path, dense=dense)
     spec = encoder_spec(folder)
-    assert spec is not None and spec.unsupported and "Dense" in spec.unsupported
-    with pytest.raises(ModelLoadFailed, match="Dense"):
+    assert spec is not None and spec.unsupported is None and spec.dimension == dense[-1][0]
+    ours, ref = _serve(folder, SENTENCES), _reference(folder, SENTENCES)
+    assert ours.shape == (len(SENTENCES), dense[-1][0])
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_modules_activations_and_pooling_refuse_to_load(tmp_path: Path) -> None:
+    norm = {"name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
+    folder = _folder(tmp_path, extra_modules=(norm,))
+    spec = encoder_spec(folder)
+    assert spec is not None and spec.unsupported and "LayerNorm" in spec.unsupported
+    with pytest.raises(ModelLoadFailed, match="LayerNorm"):
         encoders.load_encoder(
             ModelSource("hf_dir", folder),
             spec,
@@ -124,6 +145,10 @@ def test_unknown_modules_and_pooling_refuse_to_load(tmp_path: Path) -> None:
     (folder / "modules.json").write_text(json.dumps(json.loads((folder / "modules.json").read_text())[:2]))
     spec = encoder_spec(folder)
     assert spec is not None and spec.unsupported == "pooling mode 'weightedmean' is not supported"
+    # A Dense activation outside torch's plain ones is refused (its class path is never imported).
+    other = _folder(tmp_path / "other", dense=((8, "my_package.Swish", "bin"),))
+    spec = encoder_spec(other)
+    assert spec is not None and spec.unsupported == "the Dense activation my_package.Swish is not supported"
 
 
 def test_pooling_ignores_padding() -> None:
