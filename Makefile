@@ -7,7 +7,7 @@ DEVSTAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 11434
 
-.PHONY: serve test test-fast test-container test-vllm lint bench setup setup-dev clean
+.PHONY: serve test test-fast test-container test-vllm test-e2e lint bench setup setup-dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,9 @@ lint: $(DEVSTAMP)
 # Unit, API, CLI and deployment tests, then the slow tier on the real model, then the shared conformance suite.
 test: $(DEVSTAMP) lint
 	$(BIN)/python -m pytest -q -m "not slow" tests
-	$(BIN)/python -m pytest -q -m "slow and not vllm" tests
+	$(BIN)/python -m pytest -q -m "slow and not vllm and not e2e" tests
 	$(MAKE) test-vllm
+	$(MAKE) test-e2e
 	@if [ -d ../shared/conformance ]; then $(BIN)/python -m pytest -q -p no:cacheprovider ../shared/conformance; \
 	else echo "../shared/conformance not found: skipped"; fi
 	$(MAKE) test-container
@@ -70,6 +71,15 @@ $(VLLM_VENV)/.installed:
 
 test-vllm: $(DEVSTAMP) $(VLLM_VENV)/.installed
 	HUGLLAMA_TEST_VLLM_VENV=$(VLLM_VENV) $(BIN)/python -m pytest -q -m vllm tests/vllm
+
+# Open WebUI end to end (tests/e2e, README "Open WebUI"): Open WebUI 0.12.4 and playwright in their own venv
+# outside the checkout, and Debian's chromium, set up once per machine by tests/e2e/setup.sh (about 3-5 min);
+# then about 5 min per run (Open WebUI starts in 50-70 s here).
+E2E_CACHE ?= /var/cache/hugllama-test
+
+test-e2e: $(DEVSTAMP)
+	HUGLLAMA_E2E_CACHE=$(E2E_CACHE) PY=$(PY) tests/e2e/setup.sh
+	HUGLLAMA_E2E_CACHE=$(E2E_CACHE) $(BIN)/python -m pytest -q -m e2e tests/e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
