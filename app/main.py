@@ -18,6 +18,7 @@ from app.api.management import routes as management_routes
 from app.api.ollama import routes as ollama_routes
 from app.api.openai import routes as openai_routes
 from app.engine.base import Engine
+from app.lifecycle import Lifecycle
 from app.log import configure_logging
 from app.metrics import Metrics
 from app.registry.catalog_base import Catalog
@@ -71,11 +72,10 @@ def create_app(
     metrics = metrics or Metrics()
     catalog = catalog or build_catalog(settings)
     engine = engine or build_engine(settings, catalog, metrics)
-    lifecycle = health.Lifecycle(settings)
+    lifecycle = Lifecycle(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lifecycle.install_signal_handlers()
         starter: Any = getattr(engine, "startup", None)
         if starter is not None:
             await starter()

@@ -1,58 +1,19 @@
-"""Probes (/livez, /readyz, /health), Ollama's `/` and `/api/version`, and the drain-on-SIGTERM lifecycle."""
+"""Probes (/livez, /readyz, /health) and Ollama's `/` and `/api/version`."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from app import __version__
 from app.api.deps import EngineDep, SettingsDep
-from app.settings import Settings
+from app.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
-
-
-class Lifecycle:
-    """Tracks in-flight requests and the draining state that SIGTERM starts."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.grace = settings.shutdown_grace_seconds
-        self.draining = False
-        self.inflight = 0
-        self.started = time.time()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def install_signal_handlers(self) -> None:
-        """Nothing to do here: `app.server` routes SIGTERM to `begin_drain` before uvicorn exits."""
-
-    def begin_drain(self) -> None:
-        if not self.draining:
-            log.info("draining: refusing new requests, waiting up to %.0fs for %d in flight", self.grace, self.inflight)
-        self.draining = True
-
-    def enter(self) -> None:
-        self.inflight += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        self.inflight -= 1
-        if self.inflight <= 0:
-            self.inflight = 0
-            self._idle.set()
-
-    async def drain(self) -> None:
-        self.begin_drain()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout=self.grace)
-        except TimeoutError:
-            log.warning("grace period over with %d requests in flight", self.inflight)
 
 
 @router.get("/", include_in_schema=False)

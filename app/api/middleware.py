@@ -15,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.access import HostPolicy, KeyTiers, OriginPolicy, Tier
 from app.api.errors import error_body
-from app.api.health import Lifecycle
 from app.errors import Forbidden, InvalidRequest, ServiceError, ShuttingDown, Unauthorized
+from app.lifecycle import Lifecycle
 from app.log import request_id
 from app.metrics import Metrics
 from app.settings import Settings
