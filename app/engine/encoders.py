@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+import transformers
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from app.engine.loader import LoadedWeights, quantization_config
 from app.errors import InvalidRequest, ModelLoadFailed
@@ -24,6 +25,9 @@ from app.registry.types import ModelSource
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Tokenizers without a real limit report a huge sentinel (int(1e30)) as model_max_length.
 _NO_LIMIT = 1_000_000
+# Encoder-decoder checkpoints whose encoder alone makes the token states (sentence-t5, gtr-t5), by model_type:
+# AutoModel would build the whole model, which wants decoder inputs. sentence-transformers does the same.
+_ENCODER_ONLY = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
 
 
 _ACTIVATIONS: dict[str, Any] = {
@@ -97,7 +101,10 @@ def load_encoder(
     path: Path = source.path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(path, **kwargs)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        encoder_only = _ENCODER_ONLY.get(str(getattr(config, "model_type", "")))
+        model_class = getattr(transformers, encoder_only) if encoder_only else AutoModel
+        model = model_class.from_pretrained(path, **kwargs)
         if qconfig is None and device != "cpu":
             model = model.to(device)
         model.eval()

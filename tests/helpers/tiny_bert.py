@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 WORDS = (
     "the a is of and to in capital france paris city french i like eat bananas for breakfast cat dog sat on mat "
@@ -23,17 +24,19 @@ def tiny_bert_files(
     extra_modules: tuple[dict[str, object], ...] = (),
     default_prompt: str | None = None,
     dense: tuple[tuple[int, str | None, str], ...] = (),
+    t5: bool = False,
     seed: int = 0,
 ) -> dict[str, bytes]:
     """Every file of the checkpoint, by relative path (for write_files or a FakeRepo).
 
     `dense` adds Dense modules after pooling: (out_features, activation class path or None for the default,
-    "safetensors" or "bin" for how their weights are saved).
+    "safetensors" or "bin" for how their weights are saved). `t5` makes the encoder a T5 encoder (sentence-t5
+    style: an encoder-decoder config whose encoder alone is used).
     """
     import tempfile
 
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel, BertTokenizerFast, T5Config, T5EncoderModel
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *"abcdefghijklmnopqrstuvwxyz.,?!"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,17 +44,22 @@ def tiny_bert_files(
         (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
         tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
         torch.manual_seed(seed)
-        model = BertModel(
-            BertConfig(
+        model: Any
+        if t5:
+            t5_config = T5Config(
+                vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0
+            )
+            model = T5EncoderModel(t5_config).eval()
+        else:
+            bert_config = BertConfig(
                 vocab_size=len(vocab),
                 hidden_size=32,
                 num_hidden_layers=2,
                 num_attention_heads=4,
                 intermediate_size=64,
                 max_position_embeddings=64,
-            ),
-            add_pooling_layer=False,
-        ).eval()
+            )
+            model = BertModel(bert_config, add_pooling_layer=False).eval()
         out = folder / "out"
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

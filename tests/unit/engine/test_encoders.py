@@ -126,6 +126,12 @@ def test_dense_modules_match_sentence_transformers(tmp_path: Path, dense: tuple[
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
 
 
+def test_t5_encoder_matches_sentence_transformers(tmp_path: Path) -> None:
+    # An encoder-decoder config (sentence-t5, gtr-t5): only the encoder runs, as in sentence-transformers.
+    folder = _folder(tmp_path, t5=True, dense=((16, IDENTITY, "safetensors"),))
+    torch.testing.assert_close(_serve(folder, SENTENCES), _reference(folder, SENTENCES), rtol=1e-4, atol=1e-5)
+
+
 def test_unknown_modules_activations_and_pooling_refuse_to_load(tmp_path: Path) -> None:
     norm = {"name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
     folder = _folder(tmp_path, extra_modules=(norm,))
