@@ -11,6 +11,7 @@ cd "$(dirname "$0")/../.."
 PY="${PY:-.venv/bin/python}"
 WHEELS="${HUGLLAMA_TEST_WHEELS:-/var/cache/hugllama-test/wheels}"
 work=$(mktemp -d)
+began=$(date +%s)
 started_dockerd=""
 
 cleanup() {
@@ -66,3 +67,4 @@ if ! ls "$WHEELS"/torch-"$torch_version"*.whl >/dev/null 2>&1; then
 fi
 
 HUGLLAMA_TEST_WHEELS="$WHEELS" "$PY" -m pytest -q -p no:cacheprovider -m container -s tests/container
+echo "container tier: $(($(date +%s) - began))s in all"
