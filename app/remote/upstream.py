@@ -182,7 +182,8 @@ class Upstream:
             self.metrics.in_flight.labels(upstream=self.name).dec()
 
     def transport_error(self, e: httpx.HTTPError, *, started: bool) -> ServiceError:
-        """Our error for a transport failure (before the first byte, or in the middle of a stream)."""
+        """Our error for a transport failure before the first byte, or in the middle of an answer (then the
+        stream that owns the request counts it when it closes)."""
         if isinstance(e, httpx.ConnectError | httpx.ConnectTimeout) and not started:
             self.count("unreachable")
             self.up, self.last_error = False, f"{type(e).__name__}: {e}"
@@ -190,9 +191,11 @@ class Upstream:
                 self.metrics.up.labels(upstream=self.name).set(0)
             return UpstreamUnavailable(f"upstream {self.name} is unreachable: {type(e).__name__}: {e}".rstrip(": "))
         if isinstance(e, httpx.TimeoutException):
-            self.count("timeout")
+            if not started:
+                self.count("timeout")
             return UpstreamTimeout(f"upstream {self.name} did not answer within {self.cfg.read_timeout:g}s")
-        self.count("stream_error" if started else "unreachable")
+        if not started:
+            self.count("unreachable")
         where = "in the middle of the answer" if started else "before answering"
         return UpstreamError(f"upstream {self.name} failed {where}: {type(e).__name__}: {e}".rstrip(": "))
 
@@ -249,7 +252,7 @@ class Upstream:
         try:
             data = await resp.aread()
         except httpx.HTTPError as e:
-            status = "stream_error"
+            status = "timeout" if isinstance(e, httpx.TimeoutException) else "stream_error"
             raise self.transport_error(e, started=True) from None
         finally:
             await self.close(resp, status)

@@ -485,3 +485,39 @@ def test_design_endpoints_on_an_upstream_backend(shared_snapshots: Path, upstrea
         assert answer["eval_count"] == 2 and answer["done_reason"] == "length"
     finally:
         srv.stop()
+
+
+# --- LangChain ---
+
+
+def test_langchain_on_both_upstream_kinds(front: ServerProcess, upstream: ServerProcess) -> None:
+    from langchain_core.tools import tool
+    from langchain_ollama import ChatOllama, OllamaEmbeddings
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Current weather for a city."""
+        return "sunny"
+
+    expected = direct_chat(upstream, FRANCE)["message"]["content"]
+    question = FRANCE[0]["content"]
+    for backend in ("up", "oai"):
+        ollama_chat = ChatOllama(base_url=front.url, model=f"{backend}/{MODEL}", temperature=0, num_predict=12)
+        assert ollama_chat.invoke(question).content == expected
+        assert "".join(str(c.content) for c in ollama_chat.stream(question)) == expected
+        openai_chat = ChatOpenAI(
+            base_url=front.url + "/v1", api_key="unused", model=f"{backend}/{MODEL}", temperature=0, max_tokens=12
+        )  # type: ignore[call-arg]
+        assert openai_chat.invoke(question).content == expected
+        assert "".join(str(c.content) for c in openai_chat.stream(question)) == expected
+    forced = ChatOpenAI(base_url=front.url + "/v1", api_key="unused", model=f"oai/{MODEL}", temperature=0)  # type: ignore[call-arg]
+    message = forced.bind_tools([get_weather], tool_choice="get_weather").invoke("What is the weather in Paris?")
+    assert message.tool_calls[0]["name"] == "get_weather"  # type: ignore[attr-defined]
+    assert isinstance(message.tool_calls[0]["args"]["city"], str)  # type: ignore[attr-defined]
+    structured = ChatOllama(base_url=front.url, model=f"oai/{MODEL}", temperature=0, num_predict=40)
+    city = structured.with_structured_output(CITY, method="json_schema").invoke("Name a city in France as JSON.")
+    assert isinstance(city, dict) and isinstance(city["city"], str)
+    vector = OllamaEmbeddings(base_url=front.url, model=f"oai/{MODEL}").embed_query("Bonjour")
+    direct = httpx.post(upstream.url + "/api/embed", json={"model": MODEL, "input": "Bonjour"}, timeout=60).json()
+    assert max(abs(a - b) for a, b in zip(vector, direct["embeddings"][0], strict=True)) < 1e-5
