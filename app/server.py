@@ -65,17 +65,24 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
+def bound_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """`settings` with the address really bound: the app's Host-header policy depends on it, and `serve --host`
+    overrides HUGLLAMA_HOST."""
+    if host is None and port is None:
+        return settings
+    bind_host, bind_port = settings.bind()
+    bind_host = host if host is not None else bind_host
+    bind_port = port if port is not None else bind_port
+    shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+    return settings.model_copy(update={"host": f"{shown}:{bind_port}", "port": bind_port})
+
+
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     """Serve `create_app(settings)` on host:port (default: settings.bind()) until a signal ends it."""
     from app.main import create_app
 
+    settings = bound_settings(settings, host, port)
     bind_host, bind_port = settings.bind()
-    if host is not None or port is not None:
-        # The app's Host-header policy depends on the address really bound (`serve --host` overrides the setting).
-        bind_host = host if host is not None else bind_host
-        bind_port = port if port is not None else bind_port
-        shown = f"[{bind_host}]" if ":" in bind_host else bind_host
-        settings = settings.model_copy(update={"host": f"{shown}:{bind_port}", "port": bind_port})
 
     def factory() -> Any:
         app = create_app(settings)

@@ -162,3 +162,15 @@ def test_origin_label_wildcards(settings: Settings) -> None:
 def test_allowed_hosts_entries_may_carry_ports(settings: Settings) -> None:
     policy = HostPolicy(make(settings, allowed_hosts="llm.example.com:8443,[::1]:11434"))
     assert policy.allowed("llm.example.com") and policy.allowed("llm.example.com:9999") and policy.allowed("[::1]")
+
+
+def test_serve_host_flag_decides_the_host_policy(settings: Settings) -> None:
+    from app.server import bound_settings
+
+    assert bound_settings(settings, None, None) is settings
+    everywhere = bound_settings(settings, "0.0.0.0", 8080)
+    assert everywhere.bind() == ("0.0.0.0", 8080) and HostPolicy(everywhere).allowed("pod-ip:8080")
+    v6 = bound_settings(settings, "::1", None)
+    assert v6.bind() == ("::1", 11434) and not HostPolicy(v6).allowed("evil.example")
+    open_env = bound_settings(make(settings, host="0.0.0.0:11434"), "127.0.0.1", None)
+    assert not HostPolicy(open_env).allowed("evil.example")  # --host 127.0.0.1 wins over HUGLLAMA_HOST
