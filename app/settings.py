@@ -152,11 +152,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("HUGLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),
         description="Default idle time before unloading, seconds or a duration; negative keeps forever.",
     )
-    num_parallel: int = Field(
-        16,
+    # issue 17: unset = sized by memory (app/hardware/planning.py batch_slots), so c=32 decodes 32 rows.
+    num_parallel: int | None = Field(
+        None,
         ge=1,
         validation_alias=AliasChoices("HUGLLAMA_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"),
-        description="Sequences decoded together per model (batch slots).",
+        description="Sequences decoded together per model (batch slots); unset = as many full-context rows as half "
+        "of the memory free after loading holds, at most 64.",
     )
     max_loaded_models: int = Field(
         3,
@@ -187,6 +189,12 @@ class Settings(BaseSettings):
         "prompt",
         description="Tools sent (tool_choice auto) to a model whose chat template cannot render them: `prompt` "
         "lists them in a system prompt, `ignore` leaves them out, `reject` answers 400 (Ollama's behaviour).",
+    )
+    stop_repeats_chars: int = Field(
+        0,
+        ge=0,
+        description="Opt-in loop stop: end an answer (done_reason stop) once its last N characters are one block of "
+        "up to 512 characters repeated verbatim at least 4 times; 0 = off. Answers without such a repeat never change.",
     )
     memory_budget_bytes: int = Field(0, ge=0, description="Memory models may use; 0 = what the device has free.")
     memory_overhead_bytes: int = Field(

@@ -166,11 +166,8 @@ class ModelManager:
             self._arm(res)
         return res
 
-    def loaded_seconds(self, key: str) -> float:
-        res = self.residents.get(key)
-        return res.weights.load_seconds if res else 0.0
-
     # ---- loading ----
+
     def estimate(self, resolved: ResolvedModel, quantization: str | None = None) -> int:
         try:
             est = estimating.estimate(
@@ -178,7 +175,7 @@ class ModelManager:
                 dtype=self.dtype,
                 quantization=quantization if quantization is not None else resolved.quantization,
                 num_ctx=self.settings.context_length,
-                parallel=self.settings.num_parallel,
+                parallel=self.settings.num_parallel or 1,  # unset: slots are sized by what is free after loading
                 overhead_bytes=self.settings.memory_overhead_bytes,
             )
         except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
@@ -293,7 +290,12 @@ class ModelManager:
             weights.model,
             weights.tokenizer,
             name=resolved.base_name,
-            max_batch=self.settings.num_parallel,
+            max_batch=planning.batch_slots(
+                self.settings.num_parallel,
+                self.free_bytes(),
+                per_token,
+                min(self.settings.context_length, context_length),
+            ),
             eos_ids=eos,
             device=self.device if weights.quantization is None else str(weights.model.device),
             prefix_cache=prefix,

@@ -101,6 +101,7 @@ class BatchScheduler:
         self._running = True
         self.steps = 0
         self.forward_tokens = 0
+        log.info("%s: %d batch slots", name, max_batch)
         self._thread = threading.Thread(target=self._loop, name=f"infer-{name}", daemon=True)
         self._thread.start()
 

@@ -125,3 +125,19 @@ def human_bytes(n: int | float) -> str:
     if round(value) >= 1024 and unit < len(_UNITS) - 1:
         return f"{sign}1.0 {_UNITS[unit + 1]}"
     return f"{sign}{value:.0f} {_UNITS[unit]}"
+
+
+# Batch slots when HUGLLAMA_NUM_PARALLEL is unset. Past ~64 rows a CPU step is compute-bound (no more tokens per
+# second, only longer steps); on a GPU the KV share below is what binds first.
+AUTO_SLOTS_MAX = 64
+AUTO_KV_SHARE = 0.5
+
+
+def batch_slots(requested: int | None, free_bytes: int, kv_bytes_per_token: int, num_ctx: int) -> int:
+    """Sequences one model decodes together: `requested` when set, else as many full-context rows as half of the
+    memory free after loading holds (a row only takes what its tokens use, so this is the worst case), between 1
+    and AUTO_SLOTS_MAX. The KV budget (HUGLLAMA_KV_CACHE_BYTES) still bounds admissions under load."""
+    if requested:
+        return requested
+    per_row = max(1, kv_bytes_per_token) * max(1, num_ctx)
+    return max(1, min(AUTO_SLOTS_MAX, int(free_bytes * AUTO_KV_SHARE) // per_row))
