@@ -12,7 +12,6 @@ from app.cli.client import OllamaClient
 from app.cli.errors import CliError
 from app.cli.options import OLLAMA_TO_SAMPLING, keep_alive_request, keep_alive_seconds
 from app.cli.render import to_epoch
-from app.errors import InvalidRequest
 from app.registry.types import Alias, ModelEntry, ModelSource
 from app.settings import Settings
 
@@ -21,7 +20,6 @@ log = logging.getLogger(__name__)
 _SAMPLING_TO_OLLAMA = {v: k for k, v in OLLAMA_TO_SAMPLING.items()}
 _QUANTIZE = {"8bit": "q8_0", "4bit": "q4_0"}
 _FITS_LABEL: dict[str | None, str] = {None: "yes", "8bit": "with 8-bit", "4bit": "with 4-bit"}
-_JSON_MODE_UNSUPPORTED = "aliases cannot store a format yet; pass --json-mode to run/chat instead"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +152,11 @@ class RemoteRegistry:
         for _ in self.client.stream("POST", "/api/create", body):
             pass  # status lines; an {"error"} line raises
         if spec.format is not None and not self._has_format(spec.name):
-            raise CliError(f"created '{spec.name}', but the server ignored --json-mode: {_JSON_MODE_UNSUPPORTED}")
+            # A server of an older version drops the alias's format: say so rather than leave a silent default.
+            raise CliError(
+                f"created '{spec.name}', but the server did not store --json-mode (an older version?); "
+                "pass --json-mode to run/chat instead"
+            )
 
     def _has_format(self, name: str) -> bool:
         params = self.show(name).get("parameters")
@@ -279,12 +281,7 @@ class LocalRegistry:
             keep_alive=keep_alive_seconds(spec.keep_alive),
             quantization=spec.quantization,
         )
-        try:
-            self.catalog.put_alias(alias)
-        except InvalidRequest as exc:
-            if spec.format is not None and exc.param == "options" and "'format'" in exc.message:
-                raise CliError(_JSON_MODE_UNSUPPORTED) from None
-            raise
+        self.catalog.put_alias(alias)
 
     def delete(self, name: str) -> None:
         self.catalog.delete(name)

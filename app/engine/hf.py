@@ -16,7 +16,7 @@ from app.engine import tools as tooling
 from app.engine.admin import ModelAdminMixin
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.embeddings import EmbeddingMixin
-from app.engine.formats import ConstraintSpec, validate_format
+from app.engine.formats import ConstraintSpec, spec_for_format, validate_format
 from app.engine.manager import ModelManager, Resident
 from app.engine.sampling import RowSampler
 from app.engine.scheduler import Sequence
@@ -171,10 +171,8 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             if tool_choice not in ("none", "auto"):
                 schema = tooling.call_schema(req.tools, None if tool_choice == "required" else tool_choice)
                 spec = ConstraintSpec(kind="tool_call", schema=schema)
-            elif isinstance(fmt, dict):
-                spec = ConstraintSpec(kind="schema", schema=fmt)
-            elif fmt is not None:
-                spec = ConstraintSpec(kind="json")
+            else:
+                spec = spec_for_format(fmt)
             constraint = None
             if spec is not None:
                 # Building the token tables (seconds, once per model) and compiling a schema stay off the loop.
@@ -191,7 +189,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 prompt_ids=prompt_ids,
                 max_new_tokens=max(max_new, 0),
                 sampler=RowSampler(params, prompt_ids, res.eos, res.vocab_size),
-                stop=StopMatcher(params.stop or ()),
+                stop=StopMatcher(params.stop or (), repeat_chars=self.settings.stop_repeats_chars),
                 detok=IncrementalDetokenizer(res.weights.tokenizer),
                 emit=emit,
                 constraint=constraint,
