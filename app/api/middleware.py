@@ -96,6 +96,7 @@ class ServiceMiddleware:
         if not self.hosts.allowed(headers.get("host")):
             # DNS rebinding: a page on another site that resolves its own name to 127.0.0.1 sends its own Host.
             err = Forbidden("host not allowed (set HUGLLAMA_ALLOWED_HOSTS to serve this name)", param="host")
+            self._log_refusal(scope["method"], path, "host", headers.get("host"))
             await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
             request_id.reset(token)
             return
@@ -104,6 +105,7 @@ class ServiceMiddleware:
         if origin is not None:
             if not self.origin_allowed(origin):
                 err = Forbidden("origin not allowed (add it to HUGLLAMA_ORIGINS)", param="origin")
+                self._log_refusal(scope["method"], path, "origin", origin)
                 await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
                 request_id.reset(token)
                 return
@@ -202,6 +204,18 @@ class ServiceMiddleware:
                     },
                 )
             request_id.reset(token)
+
+    def _log_refusal(self, method: str, path: str, what: str, value: str | None) -> None:
+        # Refused before the request is counted: a Host or Origin from elsewhere is worth a line (DNS rebinding).
+        self.metrics.requests.labels(protocol=_protocol(path), route=_route_label(path), status="403").inc()
+        log.warning(
+            "%s %s 403: %s %r not allowed",
+            method,
+            path,
+            what,
+            (value or "")[:200],
+            extra={"method": method, "path": path, "status": 403},
+        )
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

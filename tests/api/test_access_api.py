@@ -278,3 +278,14 @@ def test_refused_origin_gets_an_error_body(client: TestClient) -> None:
     assert r.status_code == 403 and r.json()["error"]["param"] == "origin"
     r = client.get("/api/tags", headers={"Origin": "http://localhost.evil.com"})
     assert r.status_code == 403 and "HUGLLAMA_ORIGINS" in r.json()["error"]
+
+
+def test_refused_host_and_origin_are_logged_and_counted(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hugllama.access"):
+        client.get("/api/tags", headers={"Host": "rebind.evil.example"})
+        client.get("/api/tags", headers={"Origin": "http://localhost.evil.com"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "hugllama.access"]
+    assert any("host 'rebind.evil.example' not allowed" in m for m in lines), lines
+    assert any("origin 'http://localhost.evil.com' not allowed" in m for m in lines), lines
+    metrics = client.get("/metrics").text
+    assert 'hugllama_requests_total{protocol="ollama",route="/api/tags",status="403"} 2.0' in metrics
