@@ -27,9 +27,10 @@ _LEGACY_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-_ST = "sentence_transformers.models."
-# The order served here: the encoder, pooling, dense projections, and normalisation last.
-_ORDER = {_ST + "Transformer": 0, _ST + "Pooling": 1, _ST + "Dense": 2, _ST + "Normalize": 3}
+# The modules served, by class name (releases save different paths: `sentence_transformers.models.Pooling`,
+# `sentence_transformers.sentence_transformer.modules.pooling.Pooling`, ...), in the order served: the encoder,
+# pooling, dense projections, and normalisation last.
+_ORDER = {"Transformer": 0, "Pooling": 1, "Dense": 2, "Normalize": 3}
 # Dense activations by sentence-transformers' class path (never imported: a checkpoint names no code to run).
 ACTIVATIONS = {
     "torch.nn.modules.activation.Tanh": "tanh",
@@ -84,30 +85,36 @@ def pooling_modes(config: dict[str, Any]) -> tuple[str, ...]:
     return tuple(m for m in POOLING_MODES if m in chosen) or ("mean",)
 
 
+def module_kind(entry: dict[str, Any]) -> str:
+    """A modules.json entry's class name when sentence-transformers defines it ("Pooling"), else its full type."""
+    kind = str(entry.get("type", ""))
+    return kind.rsplit(".", 1)[-1] if kind.startswith("sentence_transformers.") else kind
+
+
 def _parse(folder: Path) -> EncoderSpec | None:
     modules = _read_json(folder / "modules.json")
     if not isinstance(modules, list) or not modules or not all(isinstance(m, dict) for m in modules):
         return None
     modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
-    if str(modules[0].get("type", "")) != _ST + "Transformer":
+    kinds = [module_kind(m) for m in modules]
+    if kinds[0] != "Transformer":
         return None
-    unsupported = None
+    unsupported = _not_a_sentence_embedder(folder)
     pooling: tuple[str, ...] = ("mean",)
     dimension = None
     include_prompt = True
     dense: list[DenseSpec] = []
-    ranks = [r for m in modules if (r := _ORDER.get(str(m.get("type", "")), -1)) >= 0]
+    ranks = [_ORDER[k] for k in kinds if k in _ORDER]
     if ranks != sorted(ranks) or ranks.count(1) > 1 or ranks.count(3) > 1:
-        unsupported = "this order of sentence-transformers modules is not supported"
-    for m in modules:
-        kind = str(m.get("type", ""))
+        unsupported = unsupported or "this order of sentence-transformers modules is not supported"
+    for m, kind in zip(modules, kinds, strict=True):
         if kind not in _ORDER:
-            unsupported = unsupported or f"the sentence-transformers module {kind} is not supported"
-        if kind == _ST + "Dense":
+            unsupported = unsupported or f"the sentence-transformers module {m.get('type')} is not supported"
+        if kind == "Dense":
             spec, why = _dense(folder, str(m.get("path", "")))
             dense.append(spec)
             unsupported = unsupported or why
-        if kind == _ST + "Pooling":
+        if kind == "Pooling":
             config = _read_json(folder / str(m.get("path", "")) / "config.json")
             if isinstance(config, dict):
                 pooling = pooling_modes(config)
@@ -125,7 +132,7 @@ def _parse(folder: Path) -> EncoderSpec | None:
         unsupported = unsupported or "pooling without the prompt's tokens (include_prompt: false) is not supported"
     return EncoderSpec(
         pooling=pooling,
-        normalize=any(str(m.get("type", "")) == _ST + "Normalize" for m in modules),
+        normalize="Normalize" in kinds,
         max_seq_length=max_len if isinstance(max_len, int) and max_len > 0 else None,
         do_lower_case=st_config.get("do_lower_case") is True,
         dimension=(dense[-1].out_features if dense else (dimension * len(pooling) if dimension else None)),
@@ -147,6 +154,19 @@ def _dense(folder: Path, path: str) -> tuple[DenseSpec, str | None]:
     if config.get("use_residual") is True:
         return spec, "Dense modules with a residual connection are not supported"
     return spec, None
+
+
+def _not_a_sentence_embedder(folder: Path) -> str | None:
+    """Why a checkpoint saved by sentence-transformers is not one vector per text (a reranker, a sparse model)."""
+    config = _read_json(folder / "config_sentence_transformers.json")
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and model_type != "SentenceTransformer":
+        return f"a sentence-transformers {model_type} is not an embedding model served here"
+    st_config = _read_json(folder / "sentence_bert_config.json")
+    task = st_config.get("transformer_task") if isinstance(st_config, dict) else None
+    if isinstance(task, str) and task != "feature-extraction":
+        return f"a sentence-transformers Transformer for {task!r} is not an embedding model served here"
+    return None
 
 
 def _default_prompt(folder: Path) -> str:

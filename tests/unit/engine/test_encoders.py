@@ -132,6 +132,29 @@ def test_t5_encoder_matches_sentence_transformers(tmp_path: Path) -> None:
     torch.testing.assert_close(_serve(folder, SENTENCES), _reference(folder, SENTENCES), rtol=1e-4, atol=1e-5)
 
 
+def test_a_checkpoint_saved_by_the_current_sentence_transformers(tmp_path: Path) -> None:
+    # Newer releases save other module paths (sentence_transformers.base.modules...), the max length in the
+    # tokenizer config and `embedding_dimension`; the vectors must not change.
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is in the dev extra")
+    folder = _folder(tmp_path, pooling="cls", max_seq_length=12, dense=((16, None, "safetensors"),))
+    saved = tmp_path / "resaved"
+    st.SentenceTransformer(str(folder), device="cpu").save(str(saved))
+    spec = encoder_spec(saved)
+    assert spec is not None and spec.unsupported is None
+    assert (spec.pooling, spec.normalize, len(spec.dense), spec.dimension) == (("cls",), True, 1, 16)
+    torch.testing.assert_close(_serve(saved, SENTENCES), _reference(folder, SENTENCES), rtol=1e-4, atol=1e-5)
+
+
+def test_rerankers_and_sparse_models_are_not_served_as_embeddings(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"model_type": "CrossEncoder"}))
+    spec = encoder_spec(folder)
+    assert (
+        spec is not None
+        and spec.unsupported == "a sentence-transformers CrossEncoder is not an embedding model served here"
+    )
+
+
 def test_unknown_modules_activations_and_pooling_refuse_to_load(tmp_path: Path) -> None:
     norm = {"name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
     folder = _folder(tmp_path, extra_modules=(norm,))
