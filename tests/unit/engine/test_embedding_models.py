@@ -285,3 +285,28 @@ def test_readiness_probe_of_a_preloaded_embedding_model(settings: Settings, mode
             await engine.aclose()
 
     assert asyncio.run(probe()) is True
+
+
+def test_a_cancelled_request_drops_its_waiting_inputs(settings: Settings, models_dir: Path, cache: Path) -> None:
+    engine = _engine(settings, models_dir, cache)
+
+    async def scenario() -> None:
+        try:
+            await engine.embed(EmbeddingRequest(model="tiny-st", inputs=("warm",)))
+            res = next(iter(engine.manager.residents.values()))
+            passes = res.batcher.passes
+            release = _block(res.scheduler)
+            task = asyncio.create_task(engine.embed(EmbeddingRequest(model="tiny-st", inputs=("a", "the cat"))))
+            while res.batcher.waiting_rows < 2:
+                await asyncio.sleep(0.01)
+            task.cancel()  # what a client disconnect does to its request
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            release.set()
+            await engine.embed(EmbeddingRequest(model="tiny-st", inputs=("after",)))
+            assert res.batcher.passes == passes + 1  # only the later request's pass ran
+            assert res.in_flight == 0
+        finally:
+            await engine.aclose()
+
+    asyncio.run(scenario())
