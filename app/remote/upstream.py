@@ -141,7 +141,7 @@ class Upstream:
             if resp.status_code != 200:
                 raise UpstreamError(f"{path} answered {resp.status_code}: {error_message(resp.content)}")
             found = _parse_models(self.cfg.kind, resp.json())
-        except (httpx.HTTPError, ServiceError, ValueError) as e:
+        except Exception as e:  # a malformed answer must not end the refresh loop
             message = e.message if isinstance(e, ServiceError) else f"{type(e).__name__}: {e}"
             if self.up is not False:
                 log.warning("upstream %s is down: %s", self.name, message)
