@@ -80,6 +80,8 @@ def build(req: GenerationRequest, model: str, upstream: str, keep_alive: float |
         body["format"] = req.format
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
+    if not req.truncate:  # an error instead of cutting the prompt (Ollama's default is to cut)
+        body["truncate"] = False
     if req.template is not None:
         raise InvalidRequest(
             f"template is not supported for upstream {upstream}: the upstream applies its own template",

@@ -52,7 +52,9 @@ def test_ollama_options_use_ollama_names() -> None:
         "seed": 7,
         "num_ctx": 256,
     }
-    assert body["model"] == "llama3:latest" and body["stream"] is True
+    assert body["model"] == "llama3:latest" and body["stream"] is True and "truncate" not in body
+    _, body = ollama_wire.build(chat(truncate=False), "m", "box", None)
+    assert body["truncate"] is False
 
 
 @pytest.mark.parametrize("field", ["logit_bias", "min_tokens", "ignore_eos"])
