@@ -92,12 +92,15 @@ def webui_env(server_url: str, data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def hugllama(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    # As README "Open WebUI" recommends for a model whose template has no tools: Open WebUI sends its built-in
-    # tools with every browser chat. A lower answer bound keeps Open WebUI's follow-up tasks (title, tags, queries;
-    # a 135M model often loops on them) from holding the two cores for minutes after each chat.
-    server = start_server(
-        shared_snapshots, {"HUGLLAMA_TOOLS_FALLBACK": "ignore", "HUGLLAMA_DEFAULT_NUM_PREDICT": "256"}
-    )
+    # As compose.open-webui.yml (README "Open WebUI"), for a model whose template has no tools: Open WebUI sends
+    # its built-in tools with every browser chat. A lower answer bound than its 512 keeps Open WebUI's background
+    # tasks (title, tags, follow-ups; a 135M model often loops on them) from holding the two cores long.
+    settings = {
+        "HUGLLAMA_TOOLS_FALLBACK": "ignore",
+        "HUGLLAMA_DEFAULT_NUM_PREDICT": "256",
+        "HUGLLAMA_STOP_REPEATS_CHARS": "256",
+    }
+    server = start_server(shared_snapshots, settings)
     yield server
     server.stop()
 

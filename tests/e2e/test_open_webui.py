@@ -139,15 +139,31 @@ def test_rag_over_an_uploaded_document_uses_our_embeddings(webui: WebUI) -> None
         assert r.status_code == 200, r.text
         file_id = r.json()["id"]
         assert c.get(f"/api/v1/files/{file_id}/process/status").json()["status"] == "completed"
-    assert access_count(webui, "POST /api/embed") > embeds, "the document was not embedded by our server"
-    answer = chat(
-        webui,
-        MODEL,
-        "What is the name of the lighthouse keeper of Blue Harbor?",
-        stream=False,
-        params=GREEDY,
-        files=[{"type": "file", "id": file_id}],
-    )
+        assert access_count(webui, "POST /api/embed") > embeds, "the document was not embedded by our server"
+        # Open WebUI first asks the model for search queries (sampled at its default temperature); the 135M model
+        # sometimes writes none, and then nothing is retrieved ("all queries were None or empty"). Searching with
+        # the question itself (README "Open WebUI") keeps this test about retrieval; restored afterwards.
+        tasks = c.get("/api/v1/tasks/config").json()
+        r = c.post("/api/v1/tasks/config/update", json={**tasks, "ENABLE_RETRIEVAL_QUERY_GENERATION": False})
+        assert r.status_code == 200, r.text
+        try:
+            embeds = access_count(webui, "POST /api/embed")
+            body = {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "What is the name of the lighthouse keeper of Blue Harbor?"}],
+                "stream": False,
+                "params": GREEDY,
+                "files": [{"type": "file", "id": file_id}],
+            }
+            r = c.post("/api/chat/completions", json=body)
+        finally:
+            c.post("/api/v1/tasks/config/update", json=tasks)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert access_count(webui, "POST /api/embed") > embeds, "the question was not embedded by our server"
+    documents = [d for s in out.get("sources") or [] for d in s.get("document") or []]
+    assert any("Ottilie Marchetti" in d for d in documents), out.get("sources")
+    answer = out["choices"][0]["message"]["content"]
     assert "Marchetti" in answer, answer
 
 
