@@ -76,6 +76,28 @@ def test_chat_on_each_connection(webui: WebUI, model: str, upstream: str, stream
     assert access_count(webui, upstream) > before, f"{upstream} never reached the server"
 
 
+def test_a_stopped_stream_reaches_the_server_as_a_disconnect(webui: WebUI) -> None:
+    """What Open WebUI's stop button does to a streamed answer: the stream is closed, Open WebUI closes its
+    request to us, and the server cancels the generation and logs a 499 that says why."""
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon who learns to bake."}],
+        "stream": True,
+    }
+    with webui.client() as c, c.stream("POST", "/api/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        events = 0
+        for line in r.iter_lines():
+            events += line.startswith("data: ")
+            if events >= 3:
+                break
+    deadline = time.monotonic() + 30
+    while "(client disconnected mid-stream; 200 had been sent)" not in webui.server.log():
+        assert time.monotonic() < deadline, webui.server.log()[-2000:]
+        time.sleep(0.5)
+    assert re.search(r"POST /api/chat 499 .*client disconnected mid-stream", webui.server.log())
+
+
 def test_alias_created_used_copied_and_deleted_through_the_ollama_proxy(webui: WebUI) -> None:
     with webui.client() as c:
         r = c.post(
