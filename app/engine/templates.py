@@ -13,6 +13,7 @@ from app.engine.template_sandbox import RenderGuard
 from app.engine.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from app.engine.types import Message
 from app.errors import InvalidRequest
+from app.registry.gguf_info import FIM_SPELLINGS
 
 # Used when a tokenizer has no chat template at all (base models): plain ChatML.
 FALLBACK_TEMPLATE = (
@@ -20,12 +21,6 @@ FALLBACK_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
-# (prefix, suffix, middle) spellings used by FIM-trained tokenizers (StarCoder/SantaCoder, Qwen2.5-Coder, CodeGemma).
-_FIM_SPELLINGS = (
-    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
-    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
-    ("<|fim▁begin|>", "<|fim▁hole|>", "<|fim▁end|>"),
-)
 _TOOLS_RE = re.compile(r"\btools\b")
 
 
@@ -75,7 +70,7 @@ class PromptRenderer:
         self.chat_template: str | None = self._named.get("default") if self._named else template
         vocab: dict[str, int] = tokenizer.get_vocab()
         self._fim: tuple[int, int, int] | None = None
-        for spelling in _FIM_SPELLINGS:
+        for spelling in FIM_SPELLINGS:
             if all(t in vocab for t in spelling):
                 self._fim = (vocab[spelling[0]], vocab[spelling[1]], vocab[spelling[2]])
                 break

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.registry.encoder_info import encoder_spec
-from app.registry.gguf_info import read_gguf_info
+from app.registry.gguf_info import FIM_SPELLINGS, read_gguf_info
 from app.registry.safetensors_info import read_safetensors_header
 
 # llama.cpp's pooling_type numbers, which Ollama reports in model_info for embedding models.
@@ -193,7 +193,7 @@ def hf_dir_facts(folder: Path) -> ModelFacts:
     if tok.is_file():
         try:
             data = tok.read_bytes()
-            fim = all(f'"{t}"'.encode() in data for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
+            fim = any(all(json.dumps(t, ensure_ascii=False).encode() in data for t in s) for s in FIM_SPELLINGS)
         except OSError:
             pass
     readme_license = None

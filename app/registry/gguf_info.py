@@ -19,7 +19,14 @@ from typing import Any
 GGUF_MAGIC = b"GGUF"
 MAX_ARRAY_KEPT = 5  # longer arrays are summarised in `metadata` (Ollama sends them as [] unless verbose)
 MAX_ARRAY_VALUES = 1024  # arrays up to this long (per-layer head counts) are also kept whole for `value()`
-FIM_TOKENS = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+# (prefix, suffix, middle) spellings of FIM-trained tokenizers (StarCoder/SantaCoder, Qwen2.5-Coder, DeepSeek-Coder):
+# the prompt renderer fills the middle with the first complete one, and `insert` is advertised from the same list.
+FIM_SPELLINGS = (
+    ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    ("<|fim▁begin|>", "<|fim▁hole|>", "<|fim▁end|>"),
+)
+FIM_TOKENS = frozenset(t for spelling in FIM_SPELLINGS for t in spelling)
 _FIM_BYTES = frozenset(t.encode() for t in FIM_TOKENS)
 
 # llama.cpp's LlamaFileType (general.file_type) names, as gguf.LlamaFileType spells them without "MOSTLY_".
@@ -111,7 +118,7 @@ class GGUFInfo:
 
     @property
     def has_fim(self) -> bool:
-        return all(t in self.fim_tokens for t in FIM_TOKENS)
+        return any(all(t in self.fim_tokens for t in spelling) for spelling in FIM_SPELLINGS)
 
 
 class _Cursor:

@@ -3,12 +3,14 @@ FIM tokens, never `vision`."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from app.engine.templates import renders_tools
-from app.registry.facts import ModelFacts
+from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
+from app.registry.gguf_info import FIM_SPELLINGS, read_gguf_info
 from app.registry.show import show_payload
 from app.registry.types import Alias, ModelSource, ResolvedModel
 
@@ -68,3 +70,24 @@ def test_renders_tools_is_what_the_renderer_uses() -> None:
     assert renders_tools(TOOLS_TEMPLATE) and not renders_tools(PLAIN_TEMPLATE) and not renders_tools(None)
     # A word that merely contains "tools" is not a tools variable.
     assert not renders_tools("{{ 'toolset' }}{{ messages_tools_x }}")
+
+
+@pytest.mark.parametrize("spelling", FIM_SPELLINGS)
+def test_insert_from_every_fim_spelling_the_renderer_knows(spelling: tuple[str, str, str], tmp_path: Path) -> None:
+    from tests.unit.registry.conftest import make_gguf
+
+    gguf = make_gguf(tmp_path / "m.gguf", tokens=[*spelling, *(f"t{i}" for i in range(7))])
+    assert read_gguf_info(gguf).has_fim and gguf_facts(gguf).fim
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    vocab = {t: i for i, t in enumerate([*spelling, "a", "b"])}
+    (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": vocab}}, ensure_ascii=False))
+    assert hf_dir_facts(folder).fim
+
+
+def test_no_insert_from_an_incomplete_spelling(tmp_path: Path) -> None:
+    from tests.unit.registry.conftest import make_gguf
+
+    mixed = ["<fim_prefix>", "<|fim_suffix|>", "<fim_middle>", "a", "b"]
+    assert not read_gguf_info(make_gguf(tmp_path / "m.gguf", tokens=mixed)).has_fim
