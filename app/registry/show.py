@@ -47,9 +47,9 @@ def capabilities(f: ModelFacts, template: str | None) -> list[str]:
     """What /api/show and /api/tags say the model does."""
     if f.embedding:  # a sentence-transformers checkpoint: vectors only, chat and generate are refused
         return ["embedding"]
-    # Only what the model really does (Ollama's rule): clients act on these. Open WebUI sends its ~26 KB of
-    # built-in tools to every model listing `tools`, which fills a small model's context. A client that sends
-    # tools anyway still gets the fallback tool prompt; `vision` is never listed (no image input is served).
+    # Only what the model really does (Ollama's rule): clients decide from these whether to send tools, images or
+    # a suffix. `tools` only from a template that renders them (a client that sends tools anyway gets
+    # HUGLLAMA_TOOLS_FALLBACK), `insert` only with FIM tokens, `vision` never (no image input is served).
     out = ["completion"]
     if renders_tools(template):
         out.append("tools")
