@@ -1,0 +1,141 @@
+"""Our server against vLLM's CPU build and llama-cpp-python, paired round by round (bench/README.md, "Peers").
+
+Phase 1: hugllama (its defaults), vLLM with its default `VLLM_CPU_OMP_THREADS_BIND=auto` (one compute thread) and
+llama-cpp-python (2 threads) are all up; every round drives each in turn at c = 1, 16, 32 (llama-cpp-python at 1
+and 16: it serves one request at a time). Phase 2: vLLM restarted with `VLLM_CPU_OMP_THREADS_BIND=0-1` (both
+cores), paired with hugllama again. Ratios are ours / the peer's aggregate in the same round; the report gives
+their median and min-max over rounds, peak RSS of each server's process tree at each level, and the load average.
+
+    .venv/bin/python bench/vs_peers.py [--rounds 3] [--concurrency 1 16 32] [--max-tokens 128] [--no-bind01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import common
+import peers
+from common import BENCH, DEFAULT_SNAPSHOTS
+
+GOALS = "c=16 and c=32 aggregate >= 1.2x vLLM; TTFT p50 at c=32 <= 1.5 s; c=1 >= 1.0x llama-cpp-python"
+
+
+def run_phase(
+    args: argparse.Namespace, snapshot: Path, log_dir: Path, bind: str, with_llama: bool, ours_env: dict[str, str]
+) -> dict[str, Any]:
+    with ExitStack() as stack:
+        servers: dict[str, common.Server] = {}
+        peers.log("starting hugllama serve (defaults)")
+        servers["hugllama"] = stack.enter_context(common.start_ours(args.snapshots, args.threads, log_dir, ours_env))
+        peers.log(f"starting vLLM (VLLM_CPU_OMP_THREADS_BIND={bind})")
+        servers[f"vllm-{bind}"] = stack.enter_context(
+            peers.start_vllm(snapshot, log_dir, bind=bind, kv_gib=args.vllm_kv_gib)
+        )
+        if with_llama:
+            peers.log("starting llama-cpp-python")
+            servers["llama-cpp-python"] = stack.enter_context(peers.start_llamacpp(log_dir, threads=args.threads))
+        started = {k: round(s.started_s, 1) for k, s in servers.items()}
+        idle_rss = {k: peers.rss_bytes(s.proc.pid) >> 20 for k, s in servers.items()}
+
+        def skip(key: str, c: int) -> bool:
+            return key == "llama-cpp-python" and c > 16
+
+        res = peers.paired_rounds(servers, args.concurrency, args.rounds, args.max_tokens, skip)
+        res["started_s"] = started
+        res["idle_rss_mib"] = idle_rss
+        res["summary"] = peers.summarize(res)
+        return res
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"Run {meta['started']} - {meta['machine']}, {meta['max_tokens']} new tokens, greedy, streaming OpenAI chat, "
+        f"{meta['rounds']} paired rounds; load average {meta['load_avg_start']} at start, {meta.get('load_avg_end')} "
+        f"at end. Goals: {GOALS}.",
+    ]
+    for phase in results["phases"]:
+        summ = phase["summary"]
+        lines += [
+            "",
+            f"**{phase['title']}** (start-up s: {phase['started_s']}; idle RSS MiB: {phase['idle_rss_mib']})",
+            "",
+            "| server | c | agg tok/s median (min-max) | TTFT p50 s | per-stream tok/s | peak RSS MiB | "
+            "ours / this, median (min-max) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for key, by_c in summ["servers"].items():
+            for c, s in by_c.items():
+                rt = (summ["ratios"].get(key) or {}).get(c)
+                ratio = f"**{rt['median']}x** ({rt['min']}-{rt['max']})" if rt else "-"
+                errs = f" ({s['errors']} err)" if s["errors"] else ""
+                lines.append(
+                    f"| {key} | {c} | {s['agg_p50']} ({s['agg_min']}-{s['agg_max']}){errs} | {s['ttft_p50']} | "
+                    f"{s['decode_p50']} | {s['peak_rss_mib']} | {ratio} |"
+                )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2, help="our torch threads and llama-cpp-python's threads")
+    ap.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE (GiB)")
+    ap.add_argument("--no-bind01", action="store_true", help="skip phase 2 (vLLM on both cores)")
+    ap.add_argument("--no-llama", action="store_true", help="leave llama-cpp-python out")
+    ap.add_argument("--ours-env", nargs="*", default=[], help="KEY=VALUE settings for our server (default: none)")
+    ap.add_argument("--snapshots", type=Path, default=DEFAULT_SNAPSHOTS)
+    ap.add_argument("--out", type=Path, default=BENCH / "results" / "peers")
+    args = ap.parse_args(argv)
+    ours_env = dict(kv.split("=", 1) for kv in args.ours_env)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = BENCH / "results" / "raw" / f"peers-{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Both venvs first: a missing one is built before any server runs (minutes, once per machine).
+    peers.ensure_vllm()
+    if not args.no_llama:
+        peers.ensure_llamacpp()
+    snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)
+    results: dict[str, Any] = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M"),
+            "command": " ".join([".venv/bin/python", "bench/vs_peers.py", *(sys.argv[1:] if argv is None else argv)]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "max_tokens": args.max_tokens,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "vllm_kv_gib": args.vllm_kv_gib,
+            "ours_env": ours_env,
+            "snapshot": str(snapshot),
+            "gguf": str(peers.gguf_file()),
+            "load_avg_start": common.load_average(),
+        },
+        "phases": [],
+    }
+    phases = [("auto", not args.no_llama)] + ([] if args.no_bind01 else [("0-1", False)])
+    for bind, with_llama in phases:
+        res = run_phase(args, snapshot, log_dir, bind, with_llama, ours_env)
+        peers_in = "vLLM bind " + bind + (" + llama-cpp-python" if with_llama else "")
+        res["title"] = f"hugllama (defaults{', ' + str(ours_env) if ours_env else ''}) vs {peers_in}"
+        results["phases"].append(res)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))  # partial results too
+    results["meta"]["load_avg_end"] = common.load_average()
+    report = render(results)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    args.out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{report}\n")
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
