@@ -26,9 +26,10 @@ import torch
 
 from app.engine import encoders, limits
 from app.engine.types import EmbeddingRequest, Embeddings, GenerationRequest
-from app.errors import InvalidRequest, Overloaded
+from app.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from app.engine.admission import Admission
     from app.engine.manager import ModelManager, Resident
     from app.engine.scheduler import BatchScheduler
     from app.metrics import Metrics
@@ -194,7 +195,7 @@ class EmbeddingMixin:
     catalog: Catalog
     manager: ModelManager
     metrics: Metrics
-    _waiting: int
+    admission: Admission
 
     def refuse_embedding_only(self, req: GenerationRequest, resolved: ResolvedModel) -> None:
         """A chat or generate request to an embedding model is a 400 before anything loads (Ollama's words)."""
@@ -215,16 +216,11 @@ class EmbeddingMixin:
         if req.dimensions is not None and req.dimensions < 1:
             raise InvalidRequest("dimensions must be a positive integer", param="dimensions")
         limits.check_embedding(req, self.settings)
-        if self._waiting >= self.settings.max_queue:
-            self.metrics.failures.labels(reason="queue_full").inc()
-            raise Overloaded("server busy, please try again.  maximum pending requests exceeded")
-        self._waiting += 1
-        self.metrics.requests_waiting.inc()
+        self.admission.enter()
         try:
             res = await self.manager.acquire(resolved, resolved.keep_alive(req.keep_alive))
         finally:
-            self._waiting -= 1
-            self.metrics.requests_waiting.dec()
+            self.admission.leave()
         load_ns = int((time.perf_counter() - started) * 1e9)
         label = self.metrics.model_label(req.model)
         self.metrics.requests_running.inc()

@@ -14,6 +14,7 @@ from typing import Any
 from app.engine import limits
 from app.engine import tools as tooling
 from app.engine.admin import ModelAdminMixin
+from app.engine.admission import Admission
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.embeddings import EmbeddingMixin
 from app.engine.formats import ConstraintSpec, spec_for_format, validate_format
@@ -31,7 +32,7 @@ from app.engine.types import (
     SamplingParams,
     Timings,
 )
-from app.errors import GenerationFailed, InvalidRequest, Overloaded
+from app.errors import GenerationFailed, InvalidRequest
 from app.metrics import Metrics
 from app.registry.catalog_base import Catalog
 from app.registry.types import Alias
@@ -49,7 +50,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         self.catalog = catalog
         self.metrics = metrics
         self.manager = ModelManager(settings, metrics)
-        self._waiting = 0
+        self.admission = Admission(settings.max_queue, metrics)
         self._preload: list[str] = settings.preload_list
         self._preloaded: set[str] = set()
         self._preload_task: asyncio.Task[None] | None = None
@@ -130,19 +131,14 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         fmt = req.format if req.format not in (None, "") else _alias_format(alias)
         validate_format(fmt)
         tool_choice = tooling.validate_tools(req.tools, req.tool_choice)
-        if self._waiting >= self.settings.max_queue:
-            self.metrics.failures.labels(reason="queue_full").inc()
-            raise Overloaded("server busy, please try again.  maximum pending requests exceeded")
-        self._waiting += 1
-        self.metrics.requests_waiting.inc()
+        self.admission.enter()
         queued_at = time.perf_counter()
         try:
             load_started = time.perf_counter()
             res = await self.manager.acquire(resolved, resolved.keep_alive(req.keep_alive))
             load_ns = int((time.perf_counter() - load_started) * 1e9)
         except BaseException:
-            self._waiting -= 1
-            self.metrics.requests_waiting.dec()
+            self.admission.leave()
             raise
         try:
             alias_params = SamplingParams.from_dict(alias.options) if alias else SamplingParams()
@@ -196,8 +192,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 top_logprobs=(params.top_logprobs or 0) if params.logprobs else -1,
             )
         except BaseException:
-            self._waiting -= 1
-            self.metrics.requests_waiting.dec()
+            self.admission.leave()
             self._release(res)
             raise
         if seq.max_new_tokens == 0:
@@ -279,8 +274,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 item = await queue.get()
                 if waiting:
                     waiting = False
-                    self._waiting -= 1
-                    self.metrics.requests_waiting.dec()
+                    self.admission.leave()
                     self.metrics.requests_running.inc()
                     self.metrics.queue_time.labels(model=label).observe(max(0.0, seq.admitted_at - ctx.queued_at))
                 if item is None:
@@ -316,8 +310,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 return
         finally:
             if waiting:
-                self._waiting -= 1
-                self.metrics.requests_waiting.dec()
+                self.admission.leave()
             else:
                 self.metrics.requests_running.dec()
             if not finished:

@@ -149,7 +149,7 @@ def test_bad_input_is_refused_before_admission(
         with pytest.raises(InvalidRequest) as err:
             await engine.start(req)
         assert err.value.param == param
-        assert engine._waiting == 0
+        assert engine.admission.waiting == 0
         for res in engine.manager.residents.values():
             assert res.in_flight == 0 and not res.scheduler._active and not res.scheduler._pending
         # and the engine still serves
