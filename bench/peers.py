@@ -86,14 +86,15 @@ def gguf_file() -> Path:
     return src.path / src.gguf_file
 
 
-def start_vllm(snapshot: Path, log_dir: Path, *, bind: str, kv_gib: int) -> Server:
+def start_vllm(snapshot: Path, log_dir: Path, *, bind: str, kv_gib: int | None) -> Server:
     """vLLM's OpenAI server on our converted fp32 folder. `bind`: VLLM_CPU_OMP_THREADS_BIND (`auto`, its default,
     keeps one core for its API server and computes on the other; `0-1` computes on both)."""
     python = ensure_vllm()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_", "VLLM_", "OMP_", "MKL_"))}
+    if kv_gib is not None:
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_gib)
     env.update(
-        VLLM_CPU_KVCACHE_SPACE=str(kv_gib),
         VLLM_CPU_OMP_THREADS_BIND=bind,
         VLLM_NO_USAGE_STATS="1",
         HF_HUB_OFFLINE="1",
@@ -233,11 +234,13 @@ def paired_rounds(
     return {"levels": levels, "rounds": rounds, "rows": rows}
 
 
-def summarize(result: dict[str, Any], ours: str = "hugllama") -> dict[str, Any]:
-    """Per server and level: median aggregate / TTFT / per-stream, peak RSS; ours / peer ratios per round with
-    their median and min-max (the run-to-run spread)."""
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """Per server and level: median aggregate / TTFT / per-stream, peak RSS; for each of our configurations
+    (server keys starting with `hugllama`) against each peer, ours / peer aggregate per round with the median and
+    min-max over rounds (the run-to-run spread)."""
     rows = result["rows"]
     keys = list(dict.fromkeys(r["server"] for r in rows))
+    ours_keys = [k for k in keys if k.startswith("hugllama")]
     out: dict[str, Any] = {"servers": {}, "ratios": {}}
     for key in keys:
         for c in result["levels"]:
@@ -254,20 +257,21 @@ def summarize(result: dict[str, Any], ours: str = "hugllama") -> dict[str, Any]:
                 "peak_rss_mib": max(r["peak_rss"] for r in mine) >> 20,
                 "errors": sum(r["errors"] or 0 for r in mine),
             }
-            if key == ours:
+            if key in ours_keys:
                 continue
-            ratios = []
-            for r in mine:
-                base = next((x for x in rows if x["server"] == ours and x["c"] == c and x["round"] == r["round"]), None)
-                if base and base["output_tok_per_s"] and r["output_tok_per_s"]:
-                    ratios.append(base["output_tok_per_s"] / r["output_tok_per_s"])
-            if ratios:
-                out["ratios"].setdefault(key, {})[c] = {
-                    "median": round(statistics.median(ratios), 2),
-                    "min": round(min(ratios), 2),
-                    "max": round(max(ratios), 2),
-                    "per_round": [round(x, 2) for x in ratios],
-                }
+            for ours in ours_keys:
+                ratios = []
+                for r in mine:
+                    base = next((x for x in rows if (x["server"], x["c"], x["round"]) == (ours, c, r["round"])), None)
+                    if base and base["output_tok_per_s"] and r["output_tok_per_s"]:
+                        ratios.append(base["output_tok_per_s"] / r["output_tok_per_s"])
+                if ratios:
+                    out["ratios"].setdefault(key, {}).setdefault(c, {})[ours] = {
+                        "median": round(statistics.median(ratios), 2),
+                        "min": round(min(ratios), 2),
+                        "max": round(max(ratios), 2),
+                        "per_round": [round(x, 2) for x in ratios],
+                    }
     return out
 
 

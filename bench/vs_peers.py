@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -35,6 +36,11 @@ def run_phase(
         servers: dict[str, common.Server] = {}
         peers.log("starting hugllama serve (defaults)")
         servers["hugllama"] = stack.enter_context(common.start_ours(args.snapshots, args.threads, log_dir, ours_env))
+        for label, env in variants(args.ours_variant).items():
+            peers.log(f"starting hugllama serve ({label}: {env})")
+            servers[f"hugllama-{label}"] = stack.enter_context(
+                common.start_ours(args.snapshots, args.threads, log_dir, {**ours_env, **env})
+            )
         peers.log(f"starting vLLM (VLLM_CPU_OMP_THREADS_BIND={bind})")
         servers[f"vllm-{bind}"] = stack.enter_context(
             peers.start_vllm(snapshot, log_dir, bind=bind, kv_gib=args.vllm_kv_gib)
@@ -53,6 +59,15 @@ def run_phase(
         res["idle_rss_mib"] = idle_rss
         res["summary"] = peers.summarize(res)
         return res
+
+
+def variants(specs: list[str]) -> dict[str, dict[str, str]]:
+    """`bf16:HUGLLAMA_DTYPE=bfloat16` -> {"bf16": {"HUGLLAMA_DTYPE": "bfloat16"}} (several KEY=VALUE with commas)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        label, _, pairs = spec.partition(":")
+        out[label] = dict(kv.split("=", 1) for kv in pairs.split(",") if kv)
+    return out
 
 
 def render(results: dict[str, Any]) -> str:
@@ -74,8 +89,11 @@ def render(results: dict[str, Any]) -> str:
         ]
         for key, by_c in summ["servers"].items():
             for c, s in by_c.items():
-                rt = (summ["ratios"].get(key) or {}).get(c)
-                ratio = f"**{rt['median']}x** ({rt['min']}-{rt['max']})" if rt else "-"
+                rts = (summ["ratios"].get(key) or {}).get(c) or {}
+                ratio = (
+                    "; ".join(f"{ours}: **{rt['median']}x** ({rt['min']}-{rt['max']})" for ours, rt in rts.items())
+                    or "-"
+                )
                 errs = f" ({s['errors']} err)" if s["errors"] else ""
                 lines.append(
                     f"| {key} | {c} | {s['agg_p50']} ({s['agg_min']}-{s['agg_max']}){errs} | {s['ttft_p50']} | "
@@ -90,13 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="our torch threads and llama-cpp-python's threads")
-    ap.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE (GiB)")
+    ap.add_argument("--vllm-kv-gib", type=int, default=None, help="VLLM_CPU_KVCACHE_SPACE (GiB); default: its own")
     ap.add_argument("--no-bind01", action="store_true", help="skip phase 2 (vLLM on both cores)")
     ap.add_argument("--no-llama", action="store_true", help="leave llama-cpp-python out")
     ap.add_argument("--ours-env", nargs="*", default=[], help="KEY=VALUE settings for our server (default: none)")
+    ap.add_argument(
+        "--ours-variant",
+        nargs="*",
+        default=[],
+        help="more configurations of ours, up beside the default one: LABEL:KEY=VALUE[,KEY=VALUE]",
+    )
     ap.add_argument("--snapshots", type=Path, default=DEFAULT_SNAPSHOTS)
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "peers")
     args = ap.parse_args(argv)
+    # A TERM (timeout, CI) must unwind the with-blocks so every server started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ours_env = dict(kv.split("=", 1) for kv in args.ours_env)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = BENCH / "results" / "raw" / f"peers-{stamp}"
