@@ -47,16 +47,24 @@ def test_other_dtypes_take_the_usual_path() -> None:
         fast(x)
 
 
-def test_switches_only_plain_fp32_linears_and_keeps_ties() -> None:
+def test_bf16_matches_linear() -> None:
+    ref, fast = _pair(False)
+    ref.to(torch.bfloat16)
+    fast.to(torch.bfloat16)
+    x = torch.randn(4, 48, dtype=torch.bfloat16)
+    torch.testing.assert_close(fast(x), ref(x))  # bf16 tolerances: another summation order only
+
+
+def test_switches_only_plain_fp32_and_bf16_linears_and_keeps_ties() -> None:
     model = tiny_llama(tie_word_embeddings=True)
     sub = type("QuantLinear", (nn.Linear,), {})  # stands in for bitsandbytes' Linear8bitLt/Linear4bit
     model.model.layers[0].mlp.up_proj.__class__ = sub
-    half = model.model.layers[1].mlp.down_proj.to(torch.bfloat16)
+    half = model.model.layers[1].mlp.down_proj.to(torch.float16)
     ids = torch.randint(0, 64, (2, 5))
     with torch.inference_mode():
         half.to(torch.float32)
         want = model(input_ids=ids).logits
-        half.to(torch.bfloat16)
+        half.to(torch.float16)
     switched = use_skinny_linears(model)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert switched == len(linears) - 2
