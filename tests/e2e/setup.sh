@@ -15,7 +15,7 @@ if [ ! -f "$stamp" ]; then
   rm -rf "$venv"
   "$py" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip
-  "$venv/bin/pip" install -q torch==2.13.0 open-webui==0.12.4 playwright
+  "$venv/bin/pip" install -q torch==2.13.0 open-webui==0.12.4 playwright==1.65.3
   touch "$stamp"
 fi
 
