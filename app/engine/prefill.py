@@ -38,6 +38,34 @@ def prefill_groups(items: list[Newcomer]) -> list[list[Newcomer]]:
     return groups
 
 
+# Prompt tokens computed per prefill step before the running rows get their next decode step. A burst of newcomers
+# (32 requests in the same second) is prefilled in slices with decode steps between them, so the first rows answer
+# sooner and running rows do not stall for the whole burst (vLLM's CPU build schedules by a token budget too).
+PREFILL_TOKEN_BUDGET = 512
+
+
+def within_budget(groups: list[list[Newcomer]], budget: int) -> tuple[list[list[Newcomer]], list[Newcomer]]:
+    """The groups' rows whose computed tokens (rows x the group's width) fit `budget` in this step, and the rows
+    left for the next one. The first row always goes: a prompt longer than the budget is prefilled whole."""
+    if budget <= 0:
+        return groups, []
+    out: list[list[Newcomer]] = []
+    deferred: list[Newcomer] = []
+    spent = 0
+    for group in groups:
+        width = max(g.need for g in group)
+        take: list[Newcomer] = []
+        for item in group:
+            if spent + width <= budget or (not out and not take):
+                take.append(item)
+                spent += width
+            else:
+                deferred.append(item)
+        if take:
+            out.append(take)
+    return out, deferred
+
+
 def stack_pasts(group: list[Newcomer], reuse: list[int], offset: int) -> KV:
     """The group's cached KV as one batch, each row's `reuse` tokens right-aligned in `offset` columns."""
     sample = next(g.kv for g, used in zip(group, reuse, strict=True) if used and g.kv is not None)

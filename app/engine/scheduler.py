@@ -27,7 +27,7 @@ import torch
 from app.engine.constraints import Constraint
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.kv_cache import BatchKVCache
-from app.engine.prefill import Newcomer, prefill_groups, stack_pasts
+from app.engine.prefill import PREFILL_TOKEN_BUDGET, Newcomer, prefill_groups, stack_pasts, within_budget
 from app.engine.prefix_cache import PrefixCache
 from app.engine.sampling import RowSampler, logprob_info, sample_rows
 from app.engine.stopping import StopMatcher
@@ -82,6 +82,7 @@ class BatchScheduler:
         prefix_cache: PrefixCache | None = None,
         kv_budget_tokens: int = 0,
         on_forward: Callable[[str], None] | None = None,
+        prefill_tokens: int = PREFILL_TOKEN_BUDGET,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -92,6 +93,7 @@ class BatchScheduler:
         self.prefix_cache = prefix_cache
         self.kv_budget_tokens = kv_budget_tokens
         self.on_forward = on_forward
+        self.prefill_tokens = prefill_tokens  # per step; 0 = every newcomer at once
         self._pending: collections.deque[Sequence] = collections.deque()
         self._jobs: collections.deque[tuple[Callable[[], Any], concurrent.futures.Future[Any]]] = collections.deque()
         self._active: list[Sequence] = []
@@ -205,7 +207,7 @@ class BatchScheduler:
             out.append(self._pending.popleft())
         now = time.perf_counter()
         for seq in out:
-            seq.admitted_at = now
+            seq.admitted_at = seq.admitted_at or now  # a row deferred by the prefill budget keeps its first time
         return out
 
     def _prefill(self, newcomers: list[Sequence]) -> None:
@@ -215,7 +217,11 @@ class BatchScheduler:
         for seq in newcomers:
             hit, kv = self.prefix_cache.lookup(seq.prompt_ids) if self.prefix_cache is not None else (0, None)
             items.append(Newcomer(seq, hit if kv is not None else 0, kv))
-        for group in prefill_groups(items):
+        groups, deferred = within_budget(prefill_groups(items), self.prefill_tokens)
+        if deferred:  # back to the head of the queue, in their order: admitted again after this step's decode
+            with self._cv:
+                self._pending.extendleft(reversed([d.seq for d in deferred]))
+        for group in groups:
             try:
                 computed = self._prefill_forward(group)
             except Exception as exc:

@@ -38,3 +38,32 @@ def test_a_long_fresh_prompt_does_not_pad_out_short_suffixes() -> None:
 
 def test_no_newcomers_no_groups() -> None:
     assert _prefill_groups([]) == []
+
+
+def test_a_burst_is_prefilled_in_slices_within_the_token_budget() -> None:
+    from app.engine.prefill import within_budget
+
+    # 8 newcomers of 30 tokens each against a 100-token budget: 3 rows now, 5 after the next decode step.
+    groups, deferred = within_budget(_prefill_groups(_items(*[(30, 0)] * 8)), 100)
+    assert [len(g) for g in groups] == [3]
+    assert len(deferred) == 5
+    assert sorted(x for g in groups for x in _tags([g])[0]) + sorted(d.seq.prompt_ids[0] for d in deferred) == list(
+        range(8)
+    )
+
+
+def test_a_prompt_longer_than_the_budget_goes_whole_and_alone() -> None:
+    from app.engine.prefill import within_budget
+
+    groups, deferred = within_budget(_prefill_groups(_items((30, 24), (1500, 0))), 100)
+    assert _tags(groups) == [[0]]  # the short suffix first; the long prompt next step, whole
+    assert [d.seq.prompt_ids[0] for d in deferred] == [1]
+    groups, deferred = within_budget(_prefill_groups(_items((1500, 0))), 100)
+    assert (_tags(groups), deferred) == ([[0]], [])
+
+
+def test_no_budget_takes_everyone() -> None:
+    from app.engine.prefill import within_budget
+
+    items = _prefill_groups(_items(*[(30, 0)] * 8))
+    assert within_budget(items, 0) == (items, [])
