@@ -196,12 +196,6 @@ class Settings(BaseSettings):
         description="Opt-in loop stop: end an answer (done_reason stop) once its last N characters are one block of "
         "up to 512 characters repeated verbatim at least 4 times; 0 = off. Answers without such a repeat never change.",
     )
-    stop_repeats_chars: int = Field(
-        0,
-        ge=0,
-        description="Opt-in loop stop: end an answer (done_reason stop) once its last N characters are one block of "
-        "up to 512 characters repeated verbatim at least 4 times; 0 = off. Answers without such a repeat never change.",
-    )
     memory_budget_bytes: int = Field(0, ge=0, description="Memory models may use; 0 = what the device has free.")
     memory_overhead_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Added to every estimate (activations, allocator slack)."
