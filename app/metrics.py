@@ -15,6 +15,10 @@ _TPOT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 
 MAX_MODEL_LABELS = 64
 
 
+# The `backend` label of request metrics: "local" for the models this process runs, else the upstream's name.
+LOCAL_BACKEND = "local"
+
+
 class Metrics:
     """The metric objects; one instance per app so tests can build many apps."""
 
@@ -28,33 +32,37 @@ class Metrics:
         self.requests_running = Gauge("hugllama_requests_running", "Requests being generated.", registry=r)
         self.requests_waiting = Gauge("hugllama_requests_waiting", "Requests waiting for a batch slot.", registry=r)
         self.failures = Counter("hugllama_request_failures_total", "Failed requests by reason.", ["reason"], registry=r)
-        self.prompt_tokens = Counter("hugllama_prompt_tokens_total", "Prompt tokens processed.", ["model"], registry=r)
-        self.generation_tokens = Counter("hugllama_generation_tokens_total", "Tokens generated.", ["model"], registry=r)
+        self.prompt_tokens = Counter(
+            "hugllama_prompt_tokens_total", "Prompt tokens processed.", ["model", "backend"], registry=r
+        )
+        self.generation_tokens = Counter(
+            "hugllama_generation_tokens_total", "Tokens generated.", ["model", "backend"], registry=r
+        )
         self.ttft = Histogram(
             "hugllama_time_to_first_token_seconds",
             "Time to first token.",
-            ["model"],
+            ["model", "backend"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tpot = Histogram(
             "hugllama_time_per_output_token_seconds",
             "Time per output token after the first.",
-            ["model"],
+            ["model", "backend"],
             buckets=_TPOT_BUCKETS,
             registry=r,
         )
         self.request_duration = Histogram(
             "hugllama_request_duration_seconds",
             "Generation request duration.",
-            ["model"],
+            ["model", "backend"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.queue_time = Histogram(
             "hugllama_queue_time_seconds",
             "Time waiting for a batch slot.",
-            ["model"],
+            ["model", "backend"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -78,7 +86,7 @@ class Metrics:
         self.prefix_cache_hits = Counter(
             "hugllama_prefix_cache_hit_tokens_total",
             "Prompt tokens served from the prefix cache.",
-            ["model"],
+            ["model", "backend"],
             registry=r,
         )
         self.forward_passes = Counter(

@@ -27,6 +27,7 @@ import torch
 from app.engine import encoders, limits
 from app.engine.types import EmbeddingRequest, Embeddings, GenerationRequest
 from app.errors import InvalidRequest
+from app.metrics import LOCAL_BACKEND
 
 if TYPE_CHECKING:
     from app.engine.admission import Admission
@@ -230,9 +231,9 @@ class EmbeddingMixin:
             self.metrics.requests_running.dec()
             if self.manager.release_and_maybe_unload(res):
                 asyncio.get_running_loop().create_task(self.manager.unload(res.resolved))
-        self.metrics.prompt_tokens.labels(model=label).inc(tokens)
+        self.metrics.prompt_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(tokens)
         total = time.perf_counter() - started
-        self.metrics.request_duration.labels(model=label).observe(total)
+        self.metrics.request_duration.labels(model=label, backend=LOCAL_BACKEND).observe(total)
         return Embeddings(
             vectors=tuple(tuple(v) for v in vectors),
             prompt_tokens=tokens,

@@ -33,7 +33,7 @@ from app.engine.types import (
     Timings,
 )
 from app.errors import GenerationFailed, InvalidRequest
-from app.metrics import Metrics
+from app.metrics import LOCAL_BACKEND, Metrics
 from app.registry.catalog_base import Catalog
 from app.registry.types import Alias
 from app.settings import Settings
@@ -276,7 +276,9 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                     waiting = False
                     self.admission.leave()
                     self.metrics.requests_running.inc()
-                    self.metrics.queue_time.labels(model=label).observe(max(0.0, seq.admitted_at - ctx.queued_at))
+                    self.metrics.queue_time.labels(model=label, backend=LOCAL_BACKEND).observe(
+                        max(0.0, seq.admitted_at - ctx.queued_at)
+                    )
                 if item is None:
                     return
                 if isinstance(item, BaseException):
@@ -285,7 +287,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 if item.finish_reason is None:
                     if first_at is None:
                         first_at = time.perf_counter()
-                        self.metrics.ttft.labels(model=label).observe(first_at - ctx.queued_at)
+                        self.metrics.ttft.labels(model=label, backend=LOCAL_BACKEND).observe(first_at - ctx.queued_at)
                     if not buffering:
                         yield item
                         continue
@@ -316,7 +318,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             if not finished:
                 res.scheduler.cancel(seq)
                 # Count what a cancelled request did generate, so the token counters show generation stopping.
-                self.metrics.generation_tokens.labels(model=label).inc(len(seq.generated))
+                self.metrics.generation_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(len(seq.generated))
             self._release(res)
 
     def _finalize(self, ctx: _StreamContext, final: Chunk, buffered: list[Chunk]) -> list[Chunk]:
@@ -354,15 +356,17 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
     def _observe(self, ctx: _StreamContext, label: str, final: Chunk) -> None:
         usage = final.usage
         if usage is not None:
-            self.metrics.prompt_tokens.labels(model=label).inc(usage.prompt_tokens)
-            self.metrics.generation_tokens.labels(model=label).inc(usage.completion_tokens)
+            self.metrics.prompt_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(usage.prompt_tokens)
+            self.metrics.generation_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(usage.completion_tokens)
             if usage.cached_tokens:
-                self.metrics.prefix_cache_hits.labels(model=label).inc(usage.cached_tokens)
+                self.metrics.prefix_cache_hits.labels(model=label, backend=LOCAL_BACKEND).inc(usage.cached_tokens)
         seq = ctx.seq
-        self.metrics.request_duration.labels(model=label).observe(time.perf_counter() - ctx.queued_at)
+        self.metrics.request_duration.labels(model=label, backend=LOCAL_BACKEND).observe(
+            time.perf_counter() - ctx.queued_at
+        )
         if len(seq.token_times) > 1:
             span = seq.token_times[-1] - seq.token_times[0]
-            self.metrics.tpot.labels(model=label).observe(span / (len(seq.token_times) - 1))
+            self.metrics.tpot.labels(model=label, backend=LOCAL_BACKEND).observe(span / (len(seq.token_times) - 1))
 
     # ---- cache warm-up ----
     async def warm(self, req: GenerationRequest) -> int:

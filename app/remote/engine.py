@@ -79,15 +79,15 @@ class RemoteStream:
         now = time.perf_counter()
         if self.first_at is None and (chunk.text or chunk.tool_calls or chunk.finish_reason):
             self.first_at = now
-            self.metrics.ttft.labels(model=label).observe(now - self.sent_at)
+            self.metrics.ttft.labels(model=label, backend=self.up.name).observe(now - self.sent_at)
             if self.up.metrics is not None:
                 self.up.metrics.ttft.labels(upstream=self.up.name).observe(now - self.sent_at)
         if chunk.finish_reason is None:
             return chunk
-        self.metrics.request_duration.labels(model=label).observe(now - self.sent_at)
+        self.metrics.request_duration.labels(model=label, backend=self.up.name).observe(now - self.sent_at)
         if chunk.usage is not None:
-            self.metrics.prompt_tokens.labels(model=label).inc(chunk.usage.prompt_tokens)
-            self.metrics.generation_tokens.labels(model=label).inc(chunk.usage.completion_tokens)
+            self.metrics.prompt_tokens.labels(model=label, backend=self.up.name).inc(chunk.usage.prompt_tokens)
+            self.metrics.generation_tokens.labels(model=label, backend=self.up.name).inc(chunk.usage.completion_tokens)
         if chunk.timings is None or not chunk.timings.total_ns:  # OpenAI servers report no timings: ours
             first = self.first_at or now
             chunk = dataclasses.replace(

@@ -364,6 +364,10 @@ def test_full_upstream_is_503_and_disconnect_closes_the_upstream_request(
         second = httpx.post(front.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=30)
         assert second.status_code == 503 and second.headers["Retry-After"] == "1"
         assert "concurrency limit" in second.json()["error"]["message"]
+        # Our first event may precede the upstream's first token (its prefill): wait until it is decoding.
+        until = time.monotonic() + 20
+        while _running(upstream.url) != 1 and time.monotonic() < until:
+            time.sleep(0.1)
         assert _running(upstream.url) == 1
     # The client went away: the upstream's generation must stop within a second.
     deadline = time.monotonic() + 1.5
@@ -420,6 +424,9 @@ def test_metrics_carry_backend_and_upstream(front: ServerProcess) -> None:
     assert 'hugllama_upstream_requests_total{status="200",upstream="oai"}' in text
     assert 'hugllama_upstream_time_to_first_token_seconds_count{upstream="oai"}' in text
     assert 'hugllama_upstream_up{upstream="up"} 1.0' in text
+    # the request metrics carry the backend too: the upstream's name for its models
+    assert 'hugllama_generation_tokens_total{backend="up",' in text
+    assert 'hugllama_time_to_first_token_seconds_count{backend="oai",' in text
 
 
 def _port_closed(url: str) -> bool:
