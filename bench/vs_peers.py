@@ -1,9 +1,9 @@
 """Our server against vLLM's CPU build and llama-cpp-python, paired round by round (bench/README.md, "Peers").
 
-Phase 1: hugllama (its defaults), vLLM with its default `VLLM_CPU_OMP_THREADS_BIND=auto` (one compute thread) and
-llama-cpp-python (2 threads) are all up; every round drives each in turn at c = 1, 16, 32 (llama-cpp-python at 1
-and 16: it serves one request at a time). Phase 2: vLLM restarted with `VLLM_CPU_OMP_THREADS_BIND=0-1` (both
-cores), paired with hugllama again. Ratios are ours / the peer's aggregate in the same round; the report gives
+Phase 1: hugllama (its defaults) and vLLM with `VLLM_CPU_OMP_THREADS_BIND=0-1` (both cores). Phase 2: hugllama
+(plus any --ours-variant), vLLM with its default `VLLM_CPU_OMP_THREADS_BIND=auto` (one compute thread) and
+llama-cpp-python (2 threads). Every round drives each server in turn at c = 1, 16, 32 (llama-cpp-python at 1 and
+16: it serves one request at a time). Ratios are ours / the peer's aggregate in the same round; the report gives
 their median and min-max over rounds, peak RSS of each server's process tree at each level, and the load average.
 
     .venv/bin/python bench/vs_peers.py [--rounds 3] [--concurrency 1 16 32] [--max-tokens 128] [--no-bind01]
@@ -36,7 +36,7 @@ def run_phase(
         servers: dict[str, common.Server] = {}
         peers.log("starting hugllama serve (defaults)")
         servers["hugllama"] = stack.enter_context(common.start_ours(args.snapshots, args.threads, log_dir, ours_env))
-        for label, env in variants(args.ours_variant).items():
+        for label, env in variants(args.ours_variant if with_llama else []).items():  # the auto phase only
             peers.log(f"starting hugllama serve ({label}: {env})")
             servers[f"hugllama-{label}"] = stack.enter_context(
                 common.start_ours(args.snapshots, args.threads, log_dir, {**ours_env, **env})
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="our torch threads and llama-cpp-python's threads")
     ap.add_argument("--vllm-kv-gib", type=int, default=None, help="VLLM_CPU_KVCACHE_SPACE (GiB); default: its own")
-    ap.add_argument("--no-bind01", action="store_true", help="skip phase 2 (vLLM on both cores)")
+    ap.add_argument("--no-bind01", action="store_true", help="skip the phase with vLLM on both cores")
     ap.add_argument("--no-llama", action="store_true", help="leave llama-cpp-python out")
     ap.add_argument("--ours-env", nargs="*", default=[], help="KEY=VALUE settings for our server (default: none)")
     ap.add_argument(
@@ -129,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     # Both venvs first: a missing one is built before any server runs (minutes, once per machine).
     peers.ensure_vllm()
-    if not args.no_llama:
-        peers.ensure_llamacpp()
     snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)
     results: dict[str, Any] = {
         "meta": {
@@ -148,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "phases": [],
     }
-    phases = [("auto", not args.no_llama)] + ([] if args.no_bind01 else [("0-1", False)])
+    # vLLM on both cores first: a first run builds llama-cpp-python meanwhile only if it was started already.
+    phases = ([] if args.no_bind01 else [("0-1", False)]) + [("auto", not args.no_llama)]
     for bind, with_llama in phases:
+        if with_llama:
+            peers.ensure_llamacpp()
         res = run_phase(args, snapshot, log_dir, bind, with_llama, ours_env)
         peers_in = "vLLM bind " + bind + (" + llama-cpp-python" if with_llama else "")
         res["title"] = f"hugllama (defaults{', ' + str(ours_env) if ours_env else ''}) vs {peers_in}"
