@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="our torch threads and llama-cpp-python's threads")
-    ap.add_argument("--vllm-kv-gib", type=int, default=None, help="VLLM_CPU_KVCACHE_SPACE (GiB); default: its own")
+    # Unset, vLLM 0.32 reserves 92% of the machine's memory (--gpu-memory-utilization means CPU memory there) and
+    # refuses to start when less is free, as on any shared machine.
+    ap.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE (GiB)")
     ap.add_argument("--no-bind01", action="store_true", help="skip the phase with vLLM on both cores")
     ap.add_argument("--no-llama", action="store_true", help="leave llama-cpp-python out")
     ap.add_argument("--ours-env", nargs="*", default=[], help="KEY=VALUE settings for our server (default: none)")
