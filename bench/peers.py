@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,36 +203,54 @@ def requests_at(key: str, c: int) -> int:
 def paired_rounds(
     servers: dict[str, Server], levels: list[int], rounds: int, max_tokens: int, skip: Callable[[str, int], bool]
 ) -> dict[str, Any]:
-    """Each round drives every server at every level in turn (one loadgen run each, OpenAI streaming); returns the
-    raw rows plus peak RSS and CPU seconds of every server during each run (idle servers should use ~0)."""
+    """Each round drives every server at every level in turn (one loadgen run each, OpenAI streaming), the others
+    stopped (SIGSTOP) meanwhile; returns the raw rows plus peak RSS and CPU seconds of every server during each run
+    (the stopped ones use none)."""
     for key, server in servers.items():  # first requests pay one-off costs (compile, allocator growth)
         run_loadgen(server.url, server.model, protocol="openai", concurrency=2, requests=2, max_tokens=16,
                     warmup=0, label=f"peers/warm/{key}")  # fmt: skip
     rows: list[dict[str, Any]] = []
-    for r in range(rounds):
-        for c in levels:
-            for key, server in servers.items():
-                if skip(key, c):
-                    continue
-                n = requests_at(key, c)
-                log(f"peers round {r + 1}/{rounds}: {key} c={c}, {n} requests x {max_tokens} tokens")
-                cpu0 = {k: cpu_seconds(s.proc.pid) for k, s in servers.items()}
-                with PeakRSS(servers) as mem:
-                    res = run_loadgen(
-                        server.url, server.model, protocol="openai", concurrency=c, requests=n,
-                        max_tokens=max_tokens, warmup=0, label=f"peers/{key}/c{c}/r{r}",
-                    )  # fmt: skip
-                cpu = {k: round(cpu_seconds(s.proc.pid) - cpu0[k], 1) for k, s in servers.items()}
-                row = {k: res.get(k) for k in ("output_tok_per_s", "ttft_p50", "ttft_p95", "decode_tok_s_p50")}
-                row.update(
-                    server=key, c=c, round=r, requests=n, errors=res.get("errors"),
-                    tokens_source=res.get("tokens_source"), mean_tokens=res.get("mean_completion_tokens"),
-                    peak_rss=mem.peak[key], cpu_s=cpu, load_avg=round(os.getloadavg()[0], 2),
-                )  # fmt: skip
-                mib = mem.peak[key] >> 20
-                log(f"  -> {row['output_tok_per_s']} tok/s, ttft p50 {row['ttft_p50']} s, peak rss {mib} MiB")
-                rows.append(row)
+    try:
+        for r in range(rounds):
+            for c in levels:
+                for key in servers:
+                    if skip(key, c):
+                        continue
+                    _only_running(servers, key)
+                    rows.append(_level(servers, key, c, (r, rounds), max_tokens))
+    finally:
+        _only_running(servers, None)
     return {"levels": levels, "rounds": rounds, "rows": rows}
+
+
+def _only_running(servers: dict[str, Server], key: str | None) -> None:
+    """SIGSTOP every server's process group but `key`'s (None: resume all). An idle vLLM is not idle: its worker
+    and engine core poll, measured at ~0.8 of a core here with both cores bound, which would tax whoever is driven."""
+    for k, s in servers.items():
+        if s.proc.poll() is None:
+            os.killpg(s.proc.pid, signal.SIGCONT if key is None or k == key else signal.SIGSTOP)
+
+
+def _level(servers: dict[str, Server], key: str, c: int, rr: tuple[int, int], max_tokens: int) -> dict[str, Any]:
+    """One loadgen run against servers[key] at concurrency c, with the resources every server used meanwhile."""
+    server, (r, rounds), n = servers[key], rr, requests_at(key, c)
+    log(f"peers round {r + 1}/{rounds}: {key} c={c}, {n} requests x {max_tokens} tokens")
+    cpu0 = {k: cpu_seconds(s.proc.pid) for k, s in servers.items()}
+    with PeakRSS(servers) as mem:
+        res = run_loadgen(
+            server.url, server.model, protocol="openai", concurrency=c, requests=n,
+            max_tokens=max_tokens, warmup=0, label=f"peers/{key}/c{c}/r{r}",
+        )  # fmt: skip
+    cpu = {k: round(cpu_seconds(s.proc.pid) - cpu0[k], 1) for k, s in servers.items()}
+    row = {k: res.get(k) for k in ("output_tok_per_s", "ttft_p50", "ttft_p95", "decode_tok_s_p50")}
+    row.update(
+        server=key, c=c, round=r, requests=n, errors=res.get("errors"),
+        tokens_source=res.get("tokens_source"), mean_tokens=res.get("mean_completion_tokens"),
+        peak_rss=mem.peak[key], cpu_s=cpu, load_avg=round(os.getloadavg()[0], 2),
+    )  # fmt: skip
+    mib = mem.peak[key] >> 20
+    log(f"  -> {row['output_tok_per_s']} tok/s, ttft p50 {row['ttft_p50']} s, peak rss {mib} MiB")
+    return row
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
