@@ -100,3 +100,32 @@ def test_gunicorn_loads_the_app_with_this_config(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_json_logs_cover_gunicorns_own_lines(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With HUGLLAMA_LOG_FORMAT=json, gunicorn's logger writes JSON through the app's formatter (the container
+    tier checks every line of a real run); the control socket is off (it fails under a read-only root)."""
+    import json
+    import logging.config
+
+    clean_env.setenv("HUGLLAMA_LOG_FORMAT", "json")
+    clean_env.delenv("TQDM_DISABLE", raising=False)
+    conf = _load()
+    assert conf["control_socket_disable"] is True
+    assert os.environ["TQDM_DISABLE"] == "1", "tqdm reads it when first imported, in the worker"
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    logging.config.dictConfig(conf["logconfig_dict"])
+    try:
+        logging.getLogger("gunicorn.error").info("Booting worker with pid: %d", 7)
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        record = json.loads(line)
+        assert record["logger"] == "gunicorn.error" and record["message"] == "Booting worker with pid: 7"
+    finally:
+        for name in ("gunicorn.error", "gunicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+    clean_env.delenv("HUGLLAMA_LOG_FORMAT")
+    assert "logconfig_dict" not in _load(), "plain logs keep gunicorn's own format"
