@@ -109,7 +109,9 @@ def test_json_logs_cover_gunicorns_own_lines(clean_env: pytest.MonkeyPatch, caps
     import logging.config
 
     clean_env.setenv("HUGLLAMA_LOG_FORMAT", "json")
-    clean_env.delenv("TQDM_DISABLE", raising=False)
+    for name in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"):  # recorded, so both are restored afterwards
+        clean_env.setenv(name, "")
+        clean_env.delenv(name)
     conf = _load()
     assert conf["control_socket_disable"] is True
     assert os.environ["TQDM_DISABLE"] == "1", "tqdm reads it when first imported, in the worker"
