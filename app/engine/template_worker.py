@@ -18,11 +18,14 @@ def main() -> None:
     memory = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     if memory > 0:
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    # After the imports: start-up at the lower priority took 10-15 s on a busy machine, all of it in the request
+    # that waited for this worker. A runaway render competes with generation until its deadline: let it lose.
     try:
-        os.nice(10)  # a runaway template competes with generation for the cores until its deadline: let it lose
+        os.nice(10)
     except OSError:
         pass
-    from transformers.utils.chat_template_utils import render_jinja_template
 
     out = sys.stdout
     out.write('{"ready": true}\n')
