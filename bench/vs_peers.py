@@ -1,10 +1,11 @@
 """Our server against vLLM's CPU build and llama-cpp-python, paired round by round (bench/README.md, "Peers").
 
-Phase 1: hugllama (its defaults) and vLLM with `VLLM_CPU_OMP_THREADS_BIND=0-1` (both cores). Phase 2: hugllama
-(plus any --ours-variant), vLLM with its default `VLLM_CPU_OMP_THREADS_BIND=auto` (one compute thread) and
-llama-cpp-python (2 threads). Every round drives each server in turn at c = 1, 16, 32 (llama-cpp-python at 1 and
-16: it serves one request at a time). Ratios are ours / the peer's aggregate in the same round; the report gives
-their median and min-max over rounds, peak RSS of each server's process tree at each level, and the load average.
+Phase 1: hugllama (its defaults, plus any --ours-variant), vLLM with its default `VLLM_CPU_OMP_THREADS_BIND=auto`
+(one compute thread) and llama-cpp-python (2 threads). Phase 2: the same configurations of ours and vLLM with
+`VLLM_CPU_OMP_THREADS_BIND=0-1` (both cores). Every round drives each server in turn at c = 1, 16, 32
+(llama-cpp-python at 1 and 16: it serves one request at a time), the others stopped meanwhile. Ratios are ours /
+the peer's aggregate in the same round; the report gives their median and min-max over rounds, peak RSS of each
+server's process tree at each level, and the load average.
 
     .venv/bin/python bench/vs_peers.py [--rounds 3] [--concurrency 1 16 32] [--max-tokens 128] [--no-bind01]
 """
@@ -36,7 +37,7 @@ def run_phase(
         servers: dict[str, common.Server] = {}
         peers.log("starting hugllama serve (defaults)")
         servers["hugllama"] = stack.enter_context(common.start_ours(args.snapshots, args.threads, log_dir, ours_env))
-        for label, env in variants(args.ours_variant if with_llama else []).items():  # the auto phase only
+        for label, env in variants(args.ours_variant).items():
             peers.log(f"starting hugllama serve ({label}: {env})")
             servers[f"hugllama-{label}"] = stack.enter_context(
                 common.start_ours(args.snapshots, args.threads, log_dir, {**ours_env, **env})
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "phases": [],
     }
-    # vLLM on both cores first: a first run builds llama-cpp-python meanwhile only if it was started already.
-    phases = ([] if args.no_bind01 else [("0-1", False)]) + [("auto", not args.no_llama)]
+    # vLLM's default binding first (the comparison the goals name); both cores after it.
+    phases = [("auto", not args.no_llama)] + ([] if args.no_bind01 else [("0-1", False)])
     for bind, with_llama in phases:
         if with_llama:
             peers.ensure_llamacpp()
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         res["title"] = f"hugllama (defaults{', ' + str(ours_env) if ours_env else ''}) vs {peers_in}"
         results["phases"].append(res)
         args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))  # partial results too
+        args.out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{render(results)}\n")
     results["meta"]["load_avg_end"] = common.load_average()
     report = render(results)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
