@@ -6,7 +6,9 @@ Variants, all on the same weights and the same prompts, stepped in turn so that 
   ours      BatchKVCache + SkinnyLinear (app/engine/cpu_linear.py: W @ x.T for few rows) = what the server runs
 Reports the median ms per step per batch size, the speed-up against `dynamic`, and whether greedy tokens agree.
 
-Usage: .venv/bin/python bench/decode_step.py [SNAPSHOT_DIR] [--batch 1 4 16 32] [--steps 40] [--prompt 100]
+  --bf16    also bf16 weights (HUGLLAMA_DTYPE=bfloat16), with nn.Linear and with SkinnyLinear
+
+Usage: .venv/bin/python bench/decode_step.py [SNAPSHOT_DIR] [--batch 1 4 16 32] [--steps 40] [--prompt 100] [--bf16]
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--prompt", type=int, default=100, help="prompt tokens per row")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="also bf16 weights, nn.Linear and SkinnyLinear (opt-in dtype)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     snapshot = args.snapshot or common.find_snapshot(common.DEFAULT_SNAPSHOTS)
@@ -67,6 +70,10 @@ def main() -> None:
     plain = AutoModelForCausalLM.from_pretrained(snapshot, dtype=torch.float32).eval()
     skinny = copy.deepcopy(plain)
     use_skinny_linears(skinny)
+    bf16 = copy.deepcopy(plain).to(torch.bfloat16) if args.bf16 else None
+    bf16_skinny = copy.deepcopy(bf16) if bf16 is not None else None
+    if bf16_skinny is not None:
+        use_skinny_linears(bf16_skinny)
     print(f"snapshot {snapshot}, {args.threads} threads, {args.prompt}-token prompts, {args.steps} steps\n")
     print("| batch | dynamic ms | growing ms | ours ms | growing speed-up | ours speed-up | same greedy tokens |")
     print("|---|---|---|---|---|---|---|")
@@ -79,6 +86,9 @@ def main() -> None:
             "growing": Stepper(plain, BatchKVCache(), prompt),
             "ours": Stepper(skinny, BatchKVCache(), prompt),
         }
+        if bf16 is not None and bf16_skinny is not None:
+            runs["bf16"] = Stepper(bf16, BatchKVCache(), prompt)
+            runs["bf16 skinny"] = Stepper(bf16_skinny, BatchKVCache(), prompt)
         for _ in range(args.steps):
             for run in runs.values():
                 run.step()
@@ -89,6 +99,13 @@ def main() -> None:
             f"{ms['dynamic'] / ms['growing']:.2f}x | {ms['dynamic'] / ms['ours']:.2f}x | {same} |",
             flush=True,
         )
+        if "bf16" in runs:
+            same_bf16 = torch.equal(torch.cat(runs["ours"].tokens, 1), torch.cat(runs["bf16"].tokens, 1))
+            print(
+                f"|   bf16 | nn.Linear {ms['bf16']:.1f} ms ({ms['ours'] / ms['bf16']:.2f}x ours) | SkinnyLinear "
+                f"{ms['bf16 skinny']:.1f} ms ({ms['ours'] / ms['bf16 skinny']:.2f}x ours) | same greedy: {same_bf16} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
