@@ -143,7 +143,12 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."
     )
-    torch_threads: int = Field(0, ge=0, description="torch intra-op threads; 0 leaves torch's default.")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="torch intra-op threads; 0 = one fewer than the physical cores (at least 1), leaving a core for "
+        "the HTTP side, or torch's default when OMP_NUM_THREADS is set.",
+    )
     cpu_skinny_matmul: bool = Field(
         True, description="fp32 on CPU: decode-step matmuls as W @ x.T (1.2-3x faster for few rows; rounding only)."
     )
