@@ -37,12 +37,15 @@ loadgen: Any = importlib.import_module("loadgen")
 
 
 def pinned_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment every process of a run gets: same torch/OpenMP thread count, offline Hub."""
+    """The environment every process of a run gets: same torch/OpenMP thread count, offline Hub. threads=0 leaves
+    the thread count to the process (for our server: its own default, HUGLLAMA_TORCH_THREADS=0)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HUGLLAMA_TORCH_THREADS=str(threads))
+    else:
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(key, None)
     env.update(
-        OMP_NUM_THREADS=str(threads),
-        MKL_NUM_THREADS=str(threads),
-        HUGLLAMA_TORCH_THREADS=str(threads),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
         PYTHONUNBUFFERED="1",

@@ -36,11 +36,13 @@ def run_phase(
     with ExitStack() as stack:
         servers: dict[str, common.Server] = {}
         peers.log("starting hugllama serve (defaults)")
-        servers["hugllama"] = stack.enter_context(common.start_ours(args.snapshots, args.threads, log_dir, ours_env))
+        servers["hugllama"] = stack.enter_context(
+            common.start_ours(args.snapshots, args.ours_threads, log_dir, ours_env)
+        )
         for label, env in variants(args.ours_variant).items():
             peers.log(f"starting hugllama serve ({label}: {env})")
             servers[f"hugllama-{label}"] = stack.enter_context(
-                common.start_ours(args.snapshots, args.threads, log_dir, {**ours_env, **env})
+                common.start_ours(args.snapshots, args.ours_threads, log_dir, {**ours_env, **env})
             )
         peers.log(f"starting vLLM (VLLM_CPU_OMP_THREADS_BIND={bind})")
         servers[f"vllm-{bind}"] = stack.enter_context(
@@ -108,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2, help="our torch threads and llama-cpp-python's threads")
+    ap.add_argument("--threads", type=int, default=2, help="llama-cpp-python's threads")
+    ap.add_argument(
+        "--ours-threads", type=int, default=0, help="our torch threads; 0 = the server's default (cores - 1 here)"
+    )
     # Unset, vLLM 0.32 reserves 92% of the machine's memory (--gpu-memory-utilization means CPU memory there) and
     # refuses to start when less is free, as on any shared machine.
     ap.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE (GiB)")
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "rounds": args.rounds,
             "threads": args.threads,
+            "ours_threads": args.ours_threads,
             "vllm_kv_gib": args.vllm_kv_gib,
             "ours_env": ours_env,
             "snapshot": str(snapshot),
