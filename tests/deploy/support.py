@@ -34,6 +34,7 @@ EXTRA_ENV = frozenset(
         "HF_TOKEN",
         "CUDA_VISIBLE_DEVICES",
         "PYTORCH_CUDA_ALLOC_CONF",
+        "OMP_WAIT_POLICY",
         "PYTHONUNBUFFERED",
         "PYTHONDONTWRITEBYTECODE",
         "XDG_CACHE_HOME",
