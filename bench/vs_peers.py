@@ -44,10 +44,11 @@ def run_phase(
             servers[f"hugllama-{label}"] = stack.enter_context(
                 common.start_ours(args.snapshots, args.ours_threads, log_dir, {**ours_env, **env})
             )
-        peers.log(f"starting vLLM (VLLM_CPU_OMP_THREADS_BIND={bind})")
-        servers[f"vllm-{bind}"] = stack.enter_context(
-            peers.start_vllm(snapshot, log_dir, bind=bind, kv_gib=args.vllm_kv_gib)
-        )
+        if not args.no_vllm:
+            peers.log(f"starting vLLM (VLLM_CPU_OMP_THREADS_BIND={bind})")
+            servers[f"vllm-{bind}"] = stack.enter_context(
+                peers.start_vllm(snapshot, log_dir, bind=bind, kv_gib=args.vllm_kv_gib)
+            )
         if with_llama:
             peers.log("starting llama-cpp-python")
             servers["llama-cpp-python"] = stack.enter_context(peers.start_llamacpp(log_dir, threads=args.threads))
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vllm-kv-gib", type=int, default=4, help="VLLM_CPU_KVCACHE_SPACE (GiB)")
     ap.add_argument("--no-bind01", action="store_true", help="skip the phase with vLLM on both cores")
     ap.add_argument("--no-llama", action="store_true", help="leave llama-cpp-python out")
+    ap.add_argument("--no-vllm", action="store_true", help="leave vLLM out (implies --no-bind01)")
     ap.add_argument("--ours-env", nargs="*", default=[], help="KEY=VALUE settings for our server (default: none)")
     ap.add_argument(
         "--ours-variant",
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = BENCH / "results" / "raw" / f"peers-{stamp}"
     log_dir.mkdir(parents=True, exist_ok=True)
     # Both venvs first: a missing one is built before any server runs (minutes, once per machine).
-    peers.ensure_vllm()
+    if not args.no_vllm:
+        peers.ensure_vllm()
     snapshot = common.ensure_snapshot(args.snapshots, args.threads, log_dir)
     results: dict[str, Any] = {
         "meta": {
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "phases": [],
     }
     # vLLM's default binding first (the comparison the goals name); both cores after it.
-    phases = [("auto", not args.no_llama)] + ([] if args.no_bind01 else [("0-1", False)])
+    phases = [("auto", not args.no_llama)] + ([] if args.no_bind01 or args.no_vllm else [("0-1", False)])
     for bind, with_llama in phases:
         if with_llama:
             peers.ensure_llamacpp()
