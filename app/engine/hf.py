@@ -20,7 +20,7 @@ from app.engine.embeddings import EmbeddingMixin
 from app.engine.formats import ConstraintSpec, spec_for_format, validate_format
 from app.engine.manager import ModelManager, Resident
 from app.engine.sampling import RowSampler
-from app.engine.scheduler import Sequence
+from app.engine.sequence import Sequence
 from app.engine.stopping import StopMatcher
 from app.engine.template_sandbox import RenderGuard, TemplateSandbox
 from app.engine.types import (

@@ -11,7 +11,7 @@ from app.engine.kv_cache import lpad
 from app.engine.prefix_cache import KV
 
 if TYPE_CHECKING:
-    from app.engine.scheduler import Sequence
+    from app.engine.sequence import Sequence
 
 
 @dataclass

@@ -19,52 +19,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
-from app.engine.constraints import Constraint
-from app.engine.detok import IncrementalDetokenizer
 from app.engine.kv_cache import BatchKVCache
 from app.engine.prefill import PREFILL_TOKEN_BUDGET, Newcomer, prefill_groups, stack_pasts, within_budget
 from app.engine.prefix_cache import PrefixCache
-from app.engine.sampling import RowSampler, logprob_info, sample_rows
-from app.engine.stopping import StopMatcher
-from app.engine.types import Chunk, FinishReason, TokenLogprob, TopLogprob
+from app.engine.sampling import sample_rows
+from app.engine.sequence import Sequence, accept, final_chunk, token_logprob
+from app.engine.types import FinishReason, TokenLogprob
 from app.errors import GenerationFailed
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One generation inside the batch. `emit` is called from the inference thread (thread-safe put)."""
-
-    prompt_ids: list[int]
-    max_new_tokens: int
-    sampler: RowSampler
-    stop: StopMatcher
-    detok: IncrementalDetokenizer
-    emit: Callable[[Chunk | BaseException | None], None]
-    constraint: Constraint | None = None
-    top_logprobs: int = -1  # -1: no logprobs
-    cache_prompt: bool = True
-    prefill_only: bool = False  # cache warm-up: compute and store the prompt's KV, generate nothing
-    cancelled: bool = False
-    failed: bool = False  # ended by an error of its own (its client has the error)
-    generated: list[int] = field(default_factory=list)
-    fed: list[int] = field(default_factory=list)
-    last: int = -1
-    cached_tokens: int = 0
-    enqueued_at: float = field(default_factory=time.perf_counter)
-    admitted_at: float = 0.0
-    first_token_at: float = 0.0
-    finished_at: float = 0.0
-    finish: FinishReason | None = None
-    token_times: list[float] = field(default_factory=list)
 
 
 class BatchScheduler:
@@ -102,7 +71,6 @@ class BatchScheduler:
         self._cv = threading.Condition()
         self._running = True
         self.steps = 0
-        self.forward_tokens = 0
         log.info("%s: %d batch slots", name, max_batch)
         self._thread = threading.Thread(target=self._loop, name=f"infer-{name}", daemon=True)
         self._thread.start()
@@ -128,14 +96,6 @@ class BatchScheduler:
         seq.cancelled = True
         with self._cv:
             self._cv.notify()
-
-    @property
-    def waiting(self) -> int:
-        return len(self._pending)
-
-    @property
-    def active(self) -> int:
-        return len(self._active)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -266,7 +226,6 @@ class BatchScheduler:
             use_cache=True,
             logits_to_keep=1,
         )
-        self.forward_tokens += int(ids.numel())
         if self.on_forward is not None:
             self.on_forward("prefill")
         logits = out.logits[:, -1, :].float().cpu()
@@ -295,7 +254,7 @@ class BatchScheduler:
             s = seqs[i]
             s.finish = FinishReason.STOP
             s.finished_at = time.perf_counter()
-            s.emit(self._final_chunk(s))
+            s.emit(final_chunk(s, self.eos_ids))
         keep = [i for i in range(len(seqs)) if i not in warm]
         if not keep:
             return
@@ -331,7 +290,6 @@ class BatchScheduler:
         self.steps += 1
         if self.on_forward is not None:
             self.on_forward("decode")
-        self.forward_tokens += len(rows)
         for s in rows:
             s.fed.append(s.last)
         self._sample(rows, out.logits[:, -1, :].float().cpu())
@@ -425,75 +383,14 @@ class BatchScheduler:
             try:
                 lp: tuple[TokenLogprob, ...] = ()
                 if i in raws:
-                    lp = (self._logprob(raws[i], tokens[i], s.top_logprobs),)
-                if self._accept(s, tokens[i], lp, now):
+                    lp = (token_logprob(self.tokenizer, raws[i], tokens[i], s.top_logprobs),)
+                if accept(s, tokens[i], lp, now, self.eos_ids):
                     finished = True
             except Exception as exc:
                 self._fail(s, exc)
                 finished = True
         if finished:
             self._drop_finished()
-
-    def _accept(self, s: Sequence, token: int, lp: tuple[TokenLogprob, ...], now: float) -> bool:
-        if not s.generated:
-            s.first_token_at = now
-        s.token_times.append(now)
-        s.generated.append(token)
-        s.last = token
-        is_eos = token in self.eos_ids and not s.sampler.ignore_eos
-        if s.constraint is not None and not is_eos:
-            s.constraint.accept(token)
-        text = "" if is_eos else s.detok.add(token)
-        out, stopped = s.stop.feed(text)
-        finish: FinishReason | None = None
-        if stopped:
-            finish = FinishReason.STOP
-        elif is_eos or (s.constraint is not None and s.constraint.is_finished()):
-            finish = FinishReason.STOP
-        elif len(s.generated) >= s.max_new_tokens:
-            finish = FinishReason.LENGTH
-        if finish is not None and not stopped:
-            tail, stopped_late = s.stop.feed(s.detok.flush())
-            out += tail
-            if not stopped_late:
-                out += s.stop.flush()
-        if is_eos:
-            lp = ()  # the end-of-turn token is not part of the text, so neither is its logprob
-        if out or lp:
-            s.emit(Chunk(text=out, logprobs=lp))
-        if finish is not None:
-            s.finish = finish
-            s.finished_at = time.perf_counter()
-            s.emit(self._final_chunk(s))
-            return True
-        return False
-
-    def _final_chunk(self, s: Sequence) -> Chunk:
-        from app.engine.types import Timings, Usage
-
-        prompt_ns = int(((s.first_token_at or s.finished_at) - s.admitted_at) * 1e9)
-        eval_ns = int((s.finished_at - (s.first_token_at or s.finished_at)) * 1e9)
-        return Chunk(
-            finish_reason=s.finish,
-            usage=Usage(
-                prompt_tokens=len(s.prompt_ids), completion_tokens=len(s.generated), cached_tokens=s.cached_tokens
-            ),
-            timings=Timings(prompt_eval_ns=max(prompt_ns, 1), eval_ns=max(eval_ns, 1)),
-            context=tuple(s.prompt_ids + [t for t in s.generated if t not in self.eos_ids]),
-        )
-
-    def _logprob(self, raw: torch.Tensor, token: int, top_n: int) -> TokenLogprob:
-        value, top = logprob_info(raw, token, max(top_n, 0))
-        return TokenLogprob(
-            token=self._piece(token),
-            logprob=value,
-            bytes=tuple(self._piece(token).encode()),
-            top_logprobs=tuple(TopLogprob(self._piece(t), lp, tuple(self._piece(t).encode())) for t, lp in top),
-        )
-
-    def _piece(self, token: int) -> str:
-        text: str = self.tokenizer.decode([token], skip_special_tokens=False)
-        return text
 
     def _drop_finished(self) -> None:
         assert self._cache is not None and self._mask is not None

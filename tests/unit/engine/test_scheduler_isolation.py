@@ -12,7 +12,8 @@ import torch
 
 from app.engine.detok import IncrementalDetokenizer
 from app.engine.sampling import RowSampler
-from app.engine.scheduler import BatchScheduler, Sequence
+from app.engine.scheduler import BatchScheduler
+from app.engine.sequence import Sequence
 from app.engine.stopping import StopMatcher
 from app.engine.types import Chunk, FinishReason, SamplingParams
 from app.errors import GenerationFailed
