@@ -146,8 +146,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0,
         ge=0,
-        description="torch intra-op threads; 0 = one fewer than the physical cores (at least 1), leaving a core for "
-        "the HTTP side, or torch's default when OMP_NUM_THREADS is set.",
+        description="torch intra-op threads; 0 leaves torch's default (the physical cores). 1 is steadier on a "
+        "2-core machine that other heavy processes share (bench/README.md, 'Peers').",
     )
     cpu_skinny_matmul: bool = Field(
         True, description="fp32 on CPU: decode-step matmuls as W @ x.T (1.2-3x faster for few rows; rounding only)."

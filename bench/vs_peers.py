@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2, help="llama-cpp-python's threads")
     ap.add_argument(
-        "--ours-threads", type=int, default=0, help="our torch threads; 0 = the server's default (cores - 1 here)"
+        "--ours-threads", type=int, default=0, help="our torch threads; 0 = the server's default (all cores)"
     )
     # Unset, vLLM 0.32 reserves 92% of the machine's memory (--gpu-memory-utilization means CPU memory there) and
     # refuses to start when less is free, as on any shared machine.

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -259,11 +258,8 @@ class ModelManager:
     def _load_sync(self, resolved: ResolvedModel, need: int, keep_alive: float | None, pinned: bool) -> Resident:
         import torch
 
-        torch.set_num_threads(
-            planning.compute_threads(
-                self.settings.torch_threads, detect.torch_default_threads(), os.environ.get("OMP_NUM_THREADS")
-            )
-        )
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
         spec = encoders.spec_of(resolved.source)
         if spec is not None:
             return self._load_encoder(resolved, spec, need, keep_alive, pinned)

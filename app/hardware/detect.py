@@ -5,7 +5,6 @@ torch is imported inside functions only, so that importing this module (the CLI'
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -336,11 +335,3 @@ def device_map_for(device: str, gpu_count: int | None = None) -> str | dict[str,
             gpu_count = int(torch.cuda.device_count())
         return "auto" if gpu_count > 1 else {"": 0}
     raise InvalidRequest(f"unknown device {device!r}", param="device")
-
-
-@functools.cache
-def torch_default_threads() -> int:
-    """torch's intra-op thread count before this process changes it (the physical cores, or OMP_NUM_THREADS)."""
-    import torch
-
-    return int(torch.get_num_threads())

@@ -141,16 +141,3 @@ def batch_slots(requested: int | None, free_bytes: int, kv_bytes_per_token: int,
         return requested
     per_row = max(1, kv_bytes_per_token) * max(1, num_ctx)
     return max(1, min(AUTO_SLOTS_MAX, int(free_bytes * AUTO_KV_SHARE) // per_row))
-
-
-def compute_threads(setting: int, torch_default: int, omp_env: str | None) -> int:
-    """torch intra-op threads for inference: the setting when given; torch's own default when the operator chose
-    it through OMP_NUM_THREADS; otherwise one fewer than torch's default (the physical cores), at least 1. The same
-    process also runs the HTTP event loop, tokenization and detokenization: with every core in the OpenMP team,
-    each of the ~450 parallel regions of a step waits for a worker that the event loop has preempted. vLLM's CPU
-    build keeps a core for its API server the same way. Measured in bench/README.md ("Peers")."""
-    if setting:
-        return setting
-    if omp_env:
-        return torch_default
-    return max(1, torch_default - 1)

@@ -29,13 +29,3 @@ def test_the_setting_is_unset_by_default(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("HUGLLAMA_NUM_PARALLEL", raising=False)
     monkeypatch.delenv("OLLAMA_NUM_PARALLEL", raising=False)
     assert Settings().num_parallel is None
-
-
-def test_compute_threads_leave_a_core_for_the_http_side() -> None:
-    from app.hardware.planning import compute_threads
-
-    assert compute_threads(0, 2, None) == 1  # this 2-core machine: one compute thread, as vLLM's CPU build
-    assert compute_threads(0, 16, None) == 15
-    assert compute_threads(0, 1, None) == 1
-    assert compute_threads(3, 16, None) == 3  # HUGLLAMA_TORCH_THREADS wins
-    assert compute_threads(0, 4, "4") == 4  # so does an explicit OMP_NUM_THREADS (torch's default follows it)
