@@ -32,6 +32,13 @@ VLLM_VENV = Path(os.environ.get("HUGLLAMA_TEST_VLLM_VENV", str(CACHE / "vllm-ven
 LLAMACPP_VENV = Path(os.environ.get("HUGLLAMA_BENCH_LLAMACPP_VENV", str(CACHE / "llamacpp-venv")))
 LLAMACPP_VERSION = "0.3.36"
 SERVED = "smollm2"
+# Not GGML_NATIVE: the CPU reports AMX, and llama.cpp's AMX int8 kernels die with SIGILL in this VM on the first
+# request (the kernel does not grant the tile state). AVX-512 (VNNI, BF16) without AMX; no multimodal library.
+CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON "
+    "-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF "
+    "-DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF"
+)
 
 
 def log(msg: str) -> None:
@@ -69,7 +76,7 @@ def ensure_llamacpp() -> Path:
             if not marker.exists():
                 log(f"building llama-cpp-python {LLAMACPP_VERSION} into {LLAMACPP_VENV} (once; several minutes)")
                 subprocess.run([sys.executable, "-m", "venv", "--clear", str(LLAMACPP_VENV)], check=True)
-                env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+                env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2), "CMAKE_ARGS": CMAKE_ARGS}
                 pip = [str(LLAMACPP_VENV / "bin" / "pip"), "install", "-q"]
                 subprocess.run([*pip, f"llama-cpp-python[server]=={LLAMACPP_VERSION}"], check=True, env=env)
                 marker.touch()
