@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from app.engine.types import Message
+from app.engine.types import Message, TokenLogprob, TopLogprob
 from app.errors import InvalidRequest, UpstreamError
 
 # The names clients of each protocol know an option by, where they differ from SamplingParams'.
@@ -109,3 +109,26 @@ def response_format(fmt: str | dict[str, Any] | None, preset: str) -> dict[str, 
     if fmt == "json":
         return {"type": "json_object"}
     return {"type": "json_schema", "json_schema": {"name": "response", "schema": fmt, "strict": True}}
+
+
+def token_logprobs(items: Any) -> tuple[TokenLogprob, ...]:
+    """Per-token logprobs in the shape Ollama and OpenAI chat share (token, logprob, bytes, top_logprobs)."""
+    if not isinstance(items, list):
+        return ()
+    return tuple(
+        TokenLogprob(
+            token=str(i.get("token", "")),
+            logprob=float(i.get("logprob", 0.0)),
+            bytes=tuple(i.get("bytes") or ()),
+            top_logprobs=tuple(
+                TopLogprob(
+                    token=str(t.get("token", "")),
+                    logprob=float(t.get("logprob", 0.0)),
+                    bytes=tuple(t.get("bytes") or ()),
+                )
+                for t in i.get("top_logprobs") or ()
+            ),
+        )
+        for i in items
+        if isinstance(i, dict)
+    )

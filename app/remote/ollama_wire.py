@@ -13,13 +13,11 @@ from app.engine.types import (
     GenerationRequest,
     SamplingParams,
     Timings,
-    TokenLogprob,
     ToolCall,
-    TopLogprob,
     Usage,
 )
 from app.errors import InvalidRequest, UpstreamError
-from app.remote.common import arguments, call_ids, is_set, refuse
+from app.remote.common import arguments, call_ids, is_set, refuse, token_logprobs
 
 # SamplingParams -> Ollama option names. What is not here (logit_bias, min_tokens, ignore_eos) Ollama cannot do.
 OPTION_NAMES = {
@@ -105,28 +103,6 @@ def build(req: GenerationRequest, model: str, upstream: str, keep_alive: float |
     return "/api/generate", body
 
 
-def _logprobs(items: Any) -> tuple[TokenLogprob, ...]:
-    if not isinstance(items, list):
-        return ()
-    return tuple(
-        TokenLogprob(
-            token=str(i.get("token", "")),
-            logprob=float(i.get("logprob", 0.0)),
-            bytes=tuple(i.get("bytes") or ()),
-            top_logprobs=tuple(
-                TopLogprob(
-                    token=str(t.get("token", "")),
-                    logprob=float(t.get("logprob", 0.0)),
-                    bytes=tuple(t.get("bytes") or ()),
-                )
-                for t in i.get("top_logprobs") or ()
-            ),
-        )
-        for i in items
-        if isinstance(i, dict)
-    )
-
-
 class Decoder:
     """Ollama NDJSON lines -> Chunks. Tool calls are held until `done` and sent as one chunk before the last."""
 
@@ -148,7 +124,7 @@ class Decoder:
         message = obj.get("message") or {}
         text = message.get("content") if "message" in obj else obj.get("response")
         out: list[Chunk] = []
-        lps = _logprobs(obj.get("logprobs"))
+        lps = token_logprobs(obj.get("logprobs"))
         if text or lps:
             out.append(Chunk(text=str(text or ""), logprobs=lps))
         for i, c in enumerate(message.get("tool_calls") or ()):

@@ -19,7 +19,7 @@ from app.engine.types import (
     Usage,
 )
 from app.errors import InvalidRequest, UpstreamError
-from app.remote.common import arguments, call_ids, is_set, refuse, response_format
+from app.remote.common import arguments, call_ids, is_set, refuse, response_format, token_logprobs
 
 # Fields every OpenAI-compatible server takes.
 STANDARD = {
@@ -155,22 +155,7 @@ def _logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...]:
     if not isinstance(lp, dict):
         return ()
     if isinstance(lp.get("content"), list):  # chat
-        return tuple(
-            TokenLogprob(
-                token=str(i.get("token", "")),
-                logprob=float(i.get("logprob", 0.0)),
-                bytes=tuple(i.get("bytes") or ()),
-                top_logprobs=tuple(
-                    TopLogprob(
-                        token=str(t.get("token", "")),
-                        logprob=float(t.get("logprob", 0.0)),
-                        bytes=tuple(t.get("bytes") or ()),
-                    )
-                    for t in i.get("top_logprobs") or ()
-                ),
-            )
-            for i in lp["content"]
-        )
+        return token_logprobs(lp["content"])
     tokens, values, tops = lp.get("tokens") or [], lp.get("token_logprobs") or [], lp.get("top_logprobs") or []
     out = []
     for k, token in enumerate(tokens):
