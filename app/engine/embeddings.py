@@ -81,12 +81,7 @@ def take_pass(lengths: list[int], *, max_rows: int, budget: int = PASS_TOKENS) -
 def hidden_states(model: Any, rows: list[list[int]], device: str, pad_id: int) -> torch.Tensor:
     """Mean-pooled last hidden states of right-padded rows (causal attention: padding after a row's tokens cannot
     change them). Runs the base model only, without the LM head."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+    ids, mask = encoders.right_pad(rows, pad_id)
     with torch.inference_mode():
         out = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
     return mean_pool(out.last_hidden_state.cpu(), mask)

@@ -182,17 +182,23 @@ def pool(states: torch.Tensor, mask: torch.Tensor, modes: tuple[str, ...]) -> to
     return torch.cat(out, dim=-1)
 
 
-def encode(
-    model: Any, rows: list[list[int]], device: str, pad_id: int, spec: EncoderSpec, head: Any = None
-) -> torch.Tensor:
-    """Pooled, projected by the Dense head if any, and (if the checkpoint says so) normalised vectors of token-id
-    rows, right-padded into one pass."""
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows right-padded into one batch: (input ids, attention mask)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def encode(
+    model: Any, rows: list[list[int]], device: str, pad_id: int, spec: EncoderSpec, head: Any = None
+) -> torch.Tensor:
+    """Pooled, projected by the Dense head if any, and (if the checkpoint says so) normalised vectors of token-id
+    rows, right-padded into one pass."""
+    ids, mask = right_pad(rows, pad_id)
     with torch.inference_mode():
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device))
     pooled = pool(out.last_hidden_state.cpu(), mask, spec.pooling)

@@ -302,8 +302,7 @@ class ModelManager:
             kv_budget_tokens=budget_tokens,
             on_forward=lambda kind: self.metrics.forward_passes.labels(model=label, kind=kind).inc(),
         )
-        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
-        self.metrics.model_memory_estimate.labels(model=label).set(need)
+        self._record_memory(label, weights, need)
         return Resident(
             key=resolved.load_key,
             name=resolved.base_name,
@@ -319,6 +318,10 @@ class ModelManager:
             keep_alive=keep_alive if keep_alive is not None else self.settings.keep_alive,
             pinned=pinned,
         )
+
+    def _record_memory(self, label: str, weights: loader.LoadedWeights, need: int) -> None:
+        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
+        self.metrics.model_memory_estimate.labels(model=label).set(need)
 
     def _load_encoder(
         self, resolved: ResolvedModel, spec: EncoderSpec, need: int, keep_alive: float | None, pinned: bool
@@ -338,8 +341,7 @@ class ModelManager:
             model, tokenizer, name=resolved.base_name, max_batch=1, eos_ids=set(), device=str(model.device)
         )
         label = self.metrics.model_label(resolved.base_name)
-        self.metrics.model_memory.labels(model=label, device=self.device).set(weights.footprint_bytes)
-        self.metrics.model_memory_estimate.labels(model=label).set(need)
+        self._record_memory(label, weights, need)
         return Resident(
             key=resolved.load_key,
             name=resolved.base_name,
