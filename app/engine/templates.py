@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,6 +12,7 @@ from app.engine.template_sandbox import RenderGuard
 from app.engine.tools import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from app.engine.types import Message
 from app.errors import InvalidRequest
+from app.registry.facts import renders_tools
 from app.registry.gguf_info import FIM_SPELLINGS
 
 # Used when a tokenizer has no chat template at all (base models): plain ChatML.
@@ -20,14 +20,6 @@ FALLBACK_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-_TOOLS_RE = re.compile(r"\btools\b")
-
-
-def renders_tools(template: str | None) -> bool:
-    """Whether a chat template renders a `tools` list itself (else tools go through the fallback tool prompt);
-    /api/show advertises the `tools` capability from this too."""
-    return bool(template) and _TOOLS_RE.search(template or "") is not None
 
 
 def message_to_dict(message: Message, *, inline_calls: bool = False) -> dict[str, Any]:
@@ -107,7 +99,7 @@ class PromptRenderer:
         the sandbox (bounded time and memory), as every request's and alias's template does in the server.
         """
         chat_template = self._template(template, bool(tools))
-        native_tools = bool(tools) and _TOOLS_RE.search(chat_template) is not None
+        native_tools = bool(tools) and renders_tools(chat_template)
         # Templates that cannot show tool calls still need the history to: inline them as the fallback tool
         # prompt teaches the model to write them.
         inline_calls = "tool_calls" not in chat_template

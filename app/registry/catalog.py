@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.engine.types import SamplingParams
 from app.errors import InvalidRequest, ModelNotFound
+from app.params import SamplingParams
 from app.registry import hfcache
 from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
 from app.registry.gguf_info import GGUFError

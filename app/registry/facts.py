@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from app.registry.safetensors_info import read_safetensors_header
 # llama.cpp's pooling_type numbers, which Ollama reports in model_info for embedding models.
 _POOLING_TYPES = {"mean": 1, "cls": 2, "lasttoken": 3}
 _SAFETENSORS_LEVEL = {"F32": "F32", "BF16": "BF16", "F16": "F16", "F64": "F64"}
+
+_TOOLS_RE = re.compile(r"\btools\b")
+
+
+def renders_tools(template: str | None) -> bool:
+    """Whether a chat template renders a `tools` list itself (else the engine teaches tools in a fallback prompt);
+    /api/show advertises the `tools` capability from this, and the engine's renderer decides with it too."""
+    return bool(template) and _TOOLS_RE.search(template or "") is not None
 
 
 @dataclass(frozen=True, slots=True)

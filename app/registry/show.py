@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.engine.templates import renders_tools
-from app.registry.facts import ModelFacts
+from app.registry.facts import ModelFacts, renders_tools
 from app.registry.names import parse_name, validate_alias_name
 from app.registry.types import ResolvedModel
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.engine.base import ModelAdmin
-from app.engine.types import DEFAULT_SAMPLING
+from app.params import DEFAULT_SAMPLING
 from app.settings import Settings
 
 # The design's flat config fields -> SamplingParams option names.
