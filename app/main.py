@@ -54,7 +54,7 @@ def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engi
         from app.engine.fake import FakeEngine
 
         return FakeEngine(models=[settings.default_model], settings=settings)
-    from app.engine.hf import TransformersEngine
+    from app.engine.transformers_engine import TransformersEngine
 
     return TransformersEngine(settings, catalog, metrics)
 

@@ -26,7 +26,7 @@ _OPTION_NAMES = {f.name for f in dataclasses.fields(SamplingParams)} | {"format"
 
 def validate_options(options: dict[str, Any]) -> SamplingParams:
     """Options as stored in aliases and model configs (SamplingParams field names)."""
-    from app.engine.hf import check_params
+    from app.engine.transformers_engine import check_params
 
     unknown = sorted(set(options) - _OPTION_NAMES)
     if unknown:
@@ -40,7 +40,7 @@ def validate_options(options: dict[str, Any]) -> SamplingParams:
 
 
 class ModelAdminMixin:
-    """Mixed into TransformersEngine; kept apart so hf.py stays about generation."""
+    """Mixed into TransformersEngine; kept apart so transformers_engine.py stays about generation."""
 
     manager: ModelManager
     catalog: Catalog

@@ -188,7 +188,7 @@ def test_help_and_list_do_not_import_torch(tmp_path: Path) -> None:
         "import sys\n"
         "from app.cli.main import main\n"
         "codes = [main(['--help']), main(['list', '--help']), main(['list']), main(['ps'])]\n"
-        "heavy = sorted(m for m in ('torch', 'transformers', 'uvicorn', 'app.main', 'app.engine.hf') "
+        "heavy = sorted(m for m in ('torch', 'transformers', 'uvicorn', 'app.main', 'app.engine.transformers_engine') "
         "if m in sys.modules)\n"
         "print('RESULT', codes, heavy)\n"
     )

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from app.engine.embeddings import EmbedBatcher, take_pass
-from app.engine.hf import TransformersEngine
 from app.engine.scheduler import BatchScheduler
+from app.engine.transformers_engine import TransformersEngine
 from app.engine.types import EmbeddingRequest, GenerationRequest, Message
 from app.errors import GenerationFailed, InvalidRequest
 from app.hardware import estimate as estimating

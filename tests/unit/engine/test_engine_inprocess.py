@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.engine.hf import TransformersEngine
+from app.engine.transformers_engine import TransformersEngine
 from app.engine.types import Chunk, GenerationRequest, Message, SamplingParams
 from app.errors import InvalidRequest
 from app.metrics import Metrics
