@@ -243,15 +243,6 @@ class Constraint:
         if self._plan:
             self._plan = self._plan[1:] if self._plan[0] == token_id else None
 
-    def accept_text(self, text: str | bytes) -> None:
-        """Advance over literal text (e.g. a prefix the caller forces); it does not count against max_tokens."""
-        data = text.encode("utf-8") if isinstance(text, str) else text
-        if not self.matcher.accept_string(data):
-            raise GenerationFailed(f"text {data[:40]!r} violates the output constraint")
-        self._finished = None
-        self._plan = None
-        self._lex.feed(data)
-
     def is_finished(self) -> bool:
         """The grammar is done: the stop token was accepted, or the JSON is complete and only a stop token may
         follow. Check after every `accept`; the row can stop without spending a step on EOS."""
@@ -319,14 +310,6 @@ class Constraint:
             if plan is not None and len(plan) <= budget:
                 safe.append(tid)
         return safe
-
-    def closing_text(self) -> str | None:
-        """The short completion the closing plan would emit (for tests and debugging)."""
-        plan = self._closing_plan()
-        if plan is None:
-            return None
-        dv = self._compiler.decoded_vocab
-        return b"".join(dv[t] for t in plan).decode("utf-8", errors="replace")
 
     def _closing_plan(self) -> list[int] | None:
         """Tokens that complete the document from here, found greedily on a forked matcher."""
