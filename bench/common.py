@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,9 @@ READY_TIMEOUT = 900.0
 # loadgen.py is a script next to this file (a copy of ../shared/bench/loadgen.py), untyped: imported as Any.
 sys.path.insert(0, str(BENCH))
 loadgen: Any = importlib.import_module("loadgen")
+# The bench runs from a checkout (it starts .venv/bin/hugllama): it takes the tests' free-port helper.
+sys.path.insert(1, str(REPO))
+from tests.helpers.net import free_port  # noqa: E402
 
 
 def pinned_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -53,13 +55,6 @@ def pinned_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, s
     )
     env.update(extra or {})
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -306,6 +301,13 @@ def post_json(url: str, path: str, body: dict[str, Any], timeout: float = 1800.0
     r.raise_for_status()
     data: dict[str, Any] = r.json()
     return data
+
+
+def write_results(out: Path, results: dict[str, Any], report: str) -> None:
+    """OUT.json (every number) and OUT.md (the command, then the report)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+    out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{report}\n")
 
 
 def load_average() -> float | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -47,12 +46,6 @@ def docker_usable() -> str | None:
     except subprocess.TimeoutExpired:
         return "docker info timed out"
     return None if result.returncode == 0 else (result.stderr.strip().splitlines() or ["docker info failed"])[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build(context: Path, tag: str, index_url: str, torch_version: str, *args: str) -> float:

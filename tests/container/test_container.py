@@ -16,6 +16,7 @@ import pytest
 
 from tests.container import support
 from tests.container.support import docker
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.container
 
@@ -191,7 +192,7 @@ def test_rebuilt_image_reuses_the_snapshot_hardened_and_offline(
 
 def test_compose_cpu_profile(image: str, volume: str) -> None:
     project = f"hugllamatest{int(time.time()) % 10**6}"
-    port = support.free_port()
+    port = free_port()
     env = {"HUGLLAMA_PUBLISH": f"127.0.0.1:{port}"}
     # The converted snapshot from the volume above, so this start does not convert again (the first test did).
     home = f"{project}_hugllama-home"

@@ -15,6 +15,7 @@ import pytest
 
 from app.settings import Settings
 from tests.deploy.support import REPO, tool
+from tests.helpers.net import free_port
 
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 
@@ -154,12 +155,7 @@ def test_healthcheck_sends_a_key_only_when_probes_need_one(
 
 
 def test_healthcheck_fails_when_nothing_listens(clean_env: pytest.MonkeyPatch) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    clean_env.setenv("HUGLLAMA_HOST", f"127.0.0.1:{port}")
+    clean_env.setenv("HUGLLAMA_HOST", f"127.0.0.1:{free_port()}")
     hc = _load_healthcheck()
     healthy, reason = hc.check(Settings(), timeout=2.0)
     assert not healthy and reason.startswith("/readyz: ")

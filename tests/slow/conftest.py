@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,12 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.net import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 HUGLLAMA = REPO / ".venv" / "bin" / "hugllama"
 MODEL = "smollm2:135m"
 READY_TIMEOUT = float(os.environ.get("HL_READY_TIMEOUT", "600"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

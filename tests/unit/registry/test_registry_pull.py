@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from app.registry.catalog import ModelCatalog
 from app.registry.pull import pull, select_files
 from app.settings import Settings
 from tests.helpers.fake_hub import FakeHub, FakeRepo, tiny_model_files
+from tests.helpers.net import free_port
 from tests.unit.registry.conftest import make_gguf
 
 WEIGHTS = 3_000_000
@@ -107,9 +107,7 @@ def test_corrupt_download_is_rejected(hub: FakeHub, settings: Settings, cache: P
 
 
 def test_unreachable_hub_fails_fast(settings: Settings, cache: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     t0 = time.monotonic()
     with pytest.raises(UpstreamUnavailable) as info:
         list(pull("org/tiny", settings=settings, endpoint=f"http://127.0.0.1:{port}", cache_dir=cache))
