@@ -440,9 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             results["paired"] = run_paired(args, snapshot, log_dir, c=16, rounds=2 if args.quick else 3)
     results["meta"]["load_avg_end"] = common.load_average()
     report = render(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
-    args.out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{report}\n")
+    common.write_results(args.out, results, report)
     print(report)
     return 0
 

@@ -13,7 +13,6 @@ server's process tree at each level, and the load average.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -167,12 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         peers_in = "vLLM bind " + bind + (" + llama-cpp-python" if with_llama else "")
         res["title"] = f"hugllama (defaults{', ' + str(ours_env) if ours_env else ''}) vs {peers_in}"
         results["phases"].append(res)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))  # partial results too
-        args.out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{render(results)}\n")
+        common.write_results(args.out, results, render(results))  # partial results too
     results["meta"]["load_avg_end"] = common.load_average()
     report = render(results)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
-    args.out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{report}\n")
+    common.write_results(args.out, results, report)
     print(report)
     return 0
 

@@ -48,6 +48,11 @@ def cli(server: ServerProcess, *args: str, remote: bool) -> str:
     return done.stdout
 
 
+def create_paris_stop(server: ServerProcess, *settings: str, remote: bool) -> None:
+    """`hugllama create` of the greedy alias paris-stop on the embedded model, with these settings."""
+    cli(server, "create", "--alias", "paris-stop", "--model", MODEL, "--temperature", "0", *settings, remote=remote)
+
+
 def chat(url: str, model: str, messages: list[dict[str, str]], **options: Any) -> dict[str, Any]:
     r = httpx.post(
         url + "/api/chat",
@@ -126,38 +131,14 @@ def test_cli_alias_seen_by_running_server_and_applied(server: ServerProcess) -> 
 
 def test_alias_stop_applies_request_overrides_and_cli_changes_are_live(server: ServerProcess) -> None:
     url = server.url
-    cli(
-        server,
-        "create",
-        "--alias",
-        "paris-stop",
-        "--model",
-        MODEL,
-        "--temperature",
-        "0",
-        "--stop",
-        "Paris",
-        remote=True,
-    )
+    create_paris_stop(server, "--stop", "Paris", remote=True)
     stopped = chat(url, "paris-stop", FRANCE, num_predict=40)
     assert "Paris" not in stopped["message"]["content"] and stopped["done_reason"] == "stop"
     overridden = chat(url, "paris-stop", FRANCE, num_predict=40, stop=["#never#"])
     assert "Paris" in overridden["message"]["content"], "the request's stop must replace the alias's"
 
     # Re-created on the files while the server runs: the next request sees the new definition.
-    cli(
-        server,
-        "create",
-        "--alias",
-        "paris-stop",
-        "--model",
-        MODEL,
-        "--temperature",
-        "0",
-        "--system",
-        "Answer in French.",
-        remote=False,
-    )
+    create_paris_stop(server, "--system", "Answer in French.", remote=False)
     shown = httpx.post(url + "/api/show", json={"model": "paris-stop"}, timeout=30).json()
     assert shown["system"] == "Answer in French." and "Paris" not in shown["parameters"]
 
