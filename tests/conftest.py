@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
+from tests.helpers.env import service_variables
 
 TESTS = Path(__file__).resolve().parent
 SLOW_DIR = TESTS / "slow"
@@ -25,10 +26,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for var in list(__import__("os").environ):
-        if var.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(var, raising=False)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No HUGLLAMA_/OLLAMA_ variables from the machine (CI sets HUGLLAMA_HOME) leak into Settings(); returns the
+    monkeypatch to set the ones a test means."""
+    for var in service_variables():
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Settings:
     return Settings(home=tmp_path / "home", preload="", log_level="WARNING")
 
 

@@ -109,18 +109,14 @@ def test_hardened(compose: dict[str, Any], name: str) -> None:
     assert "privileged" not in service and "user" not in service, "the image's uid 10001"
 
 
-def test_stop_grace_outlasts_the_drain(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
+def test_stop_grace_outlasts_the_drain(compose: dict[str, Any], clean_env: pytest.MonkeyPatch) -> None:
     import runpy
 
     from tests.deploy.support import parse_env_file
 
-    for key in list(os.environ):
-        if key.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(key)
     for line in parse_env_file(REPO / "config" / "example.env"):
         if line.active:
-            monkeypatch.setenv(line.key, line.value)
+            clean_env.setenv(line.key, line.value)
     gunicorn = runpy.run_path(str(REPO / "config" / "gunicorn.conf.py"))
     for service in compose["services"].values():
         assert _seconds(service["stop_grace_period"]) > gunicorn["graceful_timeout"]

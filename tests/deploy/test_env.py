@@ -4,9 +4,7 @@ and the values the deployment files set are valid settings."""
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +25,6 @@ from tests.deploy.support import (
 )
 
 EXAMPLE_ENV = REPO / "config" / "example.env"
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """No HUGLLAMA_/OLLAMA_ variables from the machine (CI sets HUGLLAMA_HOME) leak into Settings()."""
-    for key in list(os.environ):
-        if key.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(key)
-    yield monkeypatch
 
 
 def _settings_with(env: dict[str, str], mp: pytest.MonkeyPatch) -> Settings:

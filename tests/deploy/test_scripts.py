@@ -115,14 +115,6 @@ def server() -> Iterator[tuple[type[_Handler], int]]:
         httpd.server_close()
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(key)
-    return monkeypatch
-
-
 def test_probe_url_uses_loopback_for_wildcard_binds() -> None:
     hc = _load_healthcheck()
     assert hc.probe_url(Settings(host="0.0.0.0:11434")) == "http://127.0.0.1:11434/readyz"

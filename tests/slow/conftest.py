@@ -21,6 +21,7 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.env import clean_environ
 from tests.helpers.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def start_server(
 ) -> ServerProcess:
     home = home or make_home()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env.update(
         HUGLLAMA_HOME=str(home),
         HUGLLAMA_SNAPSHOTS=str(shared),

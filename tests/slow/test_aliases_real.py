@@ -4,7 +4,6 @@ create/copy/delete/show/tags surface."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.env import clean_environ
 from tests.slow.conftest import HUGLLAMA, REPO, ServerProcess, free_port, make_home, start_server
 
 pytestmark = pytest.mark.slow
@@ -41,7 +41,7 @@ def server(shared_snapshots: Path) -> Iterator[ServerProcess]:
 def cli(server: ServerProcess, *args: str, remote: bool) -> str:
     """Run `hugllama` on the server's HUGLLAMA_HOME: through the server (remote) or on the files (no server there)."""
     host = server.url.removeprefix("http://") if remote else f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env.update(HUGLLAMA_HOME=str(server.home), HUGLLAMA_HOST=host, HF_HUB_OFFLINE="1")
     done = subprocess.run([str(HUGLLAMA), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, (done.stdout, done.stderr)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.env import clean_environ
 from tests.slow.conftest import HUGLLAMA, MODEL, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -409,7 +410,7 @@ def test_hostile_inputs_beside_a_victim(hostile_server: ServerProcess) -> None:
 
 
 def test_the_cli_refuses_hostile_names_and_templates(hostile_server: ServerProcess) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env["HUGLLAMA_HOST"] = hostile_server.url.removeprefix("http://")
     commands = [
         ["show", "../../etc/passwd"],

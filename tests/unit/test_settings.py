@@ -12,13 +12,7 @@ from app.settings import Settings, parse_duration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _clean(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    for var in list(os.environ):
-        if var.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(var)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 @pytest.mark.parametrize(
