@@ -9,9 +9,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from app.engine.types import SamplingParams
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
 from app.hardware import planning
+from app.param_rules import validate_options
 from app.registry.limits import check_options
 
 if TYPE_CHECKING:
@@ -20,23 +20,6 @@ if TYPE_CHECKING:
     from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_OPTION_NAMES = {f.name for f in dataclasses.fields(SamplingParams)} | {"format"}
-
-
-def validate_options(options: dict[str, Any]) -> SamplingParams:
-    """Options as stored in aliases and model configs (SamplingParams field names)."""
-    from app.engine.transformers_engine import check_params
-
-    unknown = sorted(set(options) - _OPTION_NAMES)
-    if unknown:
-        raise InvalidRequest(f"unknown option {unknown[0]!r}", param=f"options.{unknown[0]}")
-    try:
-        params = SamplingParams.from_dict({k: v for k, v in options.items() if k != "format"})
-    except (TypeError, ValueError) as e:
-        raise InvalidRequest(f"invalid options: {e}", param="options") from None
-    check_params(params)
-    return params
 
 
 class ModelAdminMixin:

@@ -12,11 +12,8 @@ from collections.abc import Iterable
 
 from app.engine.types import EmbeddingRequest, GenerationRequest, SamplingParams
 from app.errors import InvalidRequest
+from app.param_rules import check_value
 from app.settings import Settings
-
-# torch seeds are 64-bit; OpenAI and Ollama clients send signed 64-bit integers. -1 means "random" (llama.cpp's
-# and Ollama's convention).
-SEED_MAX = 2**63 - 1
 
 
 def check_generation(req: GenerationRequest, settings: Settings) -> None:
@@ -65,8 +62,7 @@ def check_sampling_limits(p: SamplingParams, settings: Settings) -> None:
                     f"a stop sequence is longer than {settings.max_stop_chars} characters (HUGLLAMA_MAX_STOP_CHARS)",
                     param="stop",
                 )
-    if p.seed is not None and p.seed != -1 and not 0 <= p.seed <= SEED_MAX:
-        raise InvalidRequest(f"seed must be -1 (random) or between 0 and {SEED_MAX}", param="seed")
+    check_value("seed", p.seed)
 
 
 def check_template_size(template: str, settings: Settings, param: str = "template") -> None:

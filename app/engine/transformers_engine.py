@@ -34,6 +34,7 @@ from app.engine.types import (
 )
 from app.errors import GenerationFailed, InvalidRequest
 from app.metrics import LOCAL_BACKEND, Metrics
+from app.param_rules import check_params
 from app.registry.catalog_base import Catalog
 from app.registry.types import Alias
 from app.settings import Settings
@@ -401,29 +402,3 @@ def _alias_messages(alias: Alias | None) -> list[Message]:
     if alias is None:
         return []
     return [Message(role=str(m.get("role", "user")), content=str(m.get("content", ""))) for m in alias.messages]
-
-
-def check_params(p: SamplingParams) -> None:
-    """Range checks that apply whatever protocol the options came from (aliases included)."""
-    problems: list[tuple[str, str]] = []
-    if p.temperature is not None and p.temperature < 0:
-        problems.append(("temperature", "must be >= 0"))
-    if p.top_p is not None and not 0 <= p.top_p <= 1:
-        problems.append(("top_p", "must be between 0 and 1"))
-    if p.top_k is not None and p.top_k < 0:
-        problems.append(("top_k", "must be >= 0"))
-    if p.min_p is not None and not 0 <= p.min_p <= 1:
-        problems.append(("min_p", "must be between 0 and 1"))
-    if p.typical_p is not None and not 0 < p.typical_p <= 1:
-        problems.append(("typical_p", "must be in (0, 1]"))
-    if p.repetition_penalty is not None and p.repetition_penalty <= 0:
-        problems.append(("repetition_penalty", "must be > 0"))
-    if p.num_ctx is not None and p.num_ctx < 4:
-        problems.append(("num_ctx", "must be >= 4"))
-    if p.top_logprobs is not None and not 0 <= p.top_logprobs <= 20:
-        problems.append(("top_logprobs", "must be between 0 and 20"))
-    if p.seed is not None and p.seed != -1 and not 0 <= p.seed <= limits.SEED_MAX:
-        problems.append(("seed", f"must be -1 (random) or between 0 and {limits.SEED_MAX}"))
-    if problems:
-        field, why = problems[0]
-        raise InvalidRequest(f"{field} {why}", param=field)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InvalidRequest, ModelNotFound
-from app.params import SamplingParams
+from app.param_rules import validate_options
 from app.registry import hfcache
 from app.registry.facts import ModelFacts, gguf_facts, hf_dir_facts
 from app.registry.gguf_info import GGUFError
@@ -44,8 +44,6 @@ from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams))
 
 
 class ModelCatalog:
@@ -202,20 +200,6 @@ class ModelCatalog:
     def get_alias(self, name: str) -> Alias | None:
         return self.store.get(name)
 
-    def _validate_options(self, options: dict[str, Any]) -> None:
-        fmt = options.get("format")
-        if "format" in options and not (fmt == "json" or isinstance(fmt, dict)):
-            raise InvalidRequest('alias format must be "json" or a JSON schema object', param="format")
-        options = {k: v for k, v in options.items() if k != "format"}
-        for key in options:
-            if key not in _SAMPLING_FIELDS:
-                valid = ", ".join(sorted(_SAMPLING_FIELDS))
-                raise InvalidRequest(f"unknown option {key!r} (valid options: {valid})", param="options")
-        try:
-            SamplingParams.from_dict(options)
-        except (TypeError, ValueError) as exc:
-            raise InvalidRequest(f"invalid options: {exc}", param="options") from exc
-
     def put_alias(self, alias: Alias) -> None:
         """Create or replace an alias over an existing model.
 
@@ -228,7 +212,7 @@ class ModelCatalog:
             raise InvalidRequest(
                 f"invalid quantization {alias.quantization!r} (use 8bit or 4bit)", param="quantization"
             )
-        self._validate_options(alias.options)
+        validate_options(alias.options)
         if self.store.get(name) is None and parse_name(name).key in self._bases():
             raise InvalidRequest(f"{name} is the name of an existing model; choose another alias name", param="model")
         parent = self.store.get(alias.model) if parse_name(alias.model).revision is None else None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InvalidRequest, ModelNotFound
+from app.param_rules import validate_options
 from app.registry.catalog import ModelCatalog
 from app.registry.facts import ModelFacts
 from app.registry.names import parse_name, validate_alias_name
@@ -214,7 +215,7 @@ class UpstreamCatalog:
             raise InvalidRequest(
                 "template applies to local models only (an upstream applies its own template)", param="template"
             )
-        self.local._validate_options(alias.options)
+        validate_options(alias.options)
         if self.local.store.get(name) is None:
             try:
                 self.local.resolve(name)

@@ -20,6 +20,7 @@ from app.engine.types import (
 )
 from app.errors import InvalidRequest
 from app.metrics import Metrics
+from app.param_rules import validate_options
 from app.registry.types import ResolvedModel
 from app.remote import engine as remote
 from app.remote.catalog import UpstreamCatalog
@@ -216,7 +217,7 @@ class RoutingEngine:
         if resolved.source.kind != "upstream":
             result: dict[str, Any] = self._local_admin("put_config")(model, options)
             return result
-        self.catalog.local._validate_options(options)
+        validate_options(options)
         if resolved.alias is not None:
             self.catalog.put_alias(dataclasses.replace(resolved.alias, options=dict(options)))
         else:

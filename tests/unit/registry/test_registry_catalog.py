@@ -157,7 +157,7 @@ def test_alias_lifecycle(catalog: ModelCatalog) -> None:
 def test_alias_validation(catalog: ModelCatalog) -> None:
     with pytest.raises(InvalidRequest) as info:
         catalog.put_alias(Alias(name="x", model="mini", options={"temprature": 1}))
-    assert "temprature" in info.value.message and info.value.param == "options"
+    assert "temprature" in info.value.message and info.value.param == "options.temprature"
     with pytest.raises(InvalidRequest) as info:
         catalog.put_alias(Alias(name="mini", model="tiny-hf"))
     assert "existing model" in info.value.message
