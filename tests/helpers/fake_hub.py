@@ -8,6 +8,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -219,6 +221,23 @@ class FakeHub:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+@contextmanager
+def serving(*repos: FakeRepo) -> Iterator[FakeHub]:
+    """A started hub serving these repositories, stopped on exit."""
+    hub = FakeHub().start()
+    try:
+        for repo in repos:
+            hub.add(repo)
+        yield hub
+    finally:
+        hub.stop()
+
+
+def two_tiny_repos() -> tuple[FakeRepo, FakeRepo]:
+    """org/tiny and a smaller org/other, for pulls side by side."""
+    return FakeRepo("org/tiny", tiny_model_files()), FakeRepo("org/other", tiny_model_files(hidden=8))
 
 
 def tiny_model_files(hidden: int = 16, layers: int = 2, vocab: int = 64, weights_bytes: int = 0) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ import ollama
 import openai
 import pytest
 
-from tests.helpers.fake_hub import FakeHub, FakeRepo, tiny_model_files
+from tests.helpers.fake_hub import FakeHub, FakeRepo, serving, tiny_model_files, two_tiny_repos
 from tests.slow.conftest import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
@@ -29,11 +29,8 @@ TIMEOUT = 120
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[FakeHub]:
-    h = FakeHub().start()
-    h.add(FakeRepo("org/tiny", tiny_model_files()))
-    h.add(FakeRepo("org/other", tiny_model_files(hidden=8)))
-    yield h
-    h.stop()
+    with serving(*two_tiny_repos()) as h:
+        yield h
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,15 @@ from typing import Any
 import pytest
 
 from app.errors import InsufficientStorage, ModelNotFound, Overloaded
-from app.registry import hfcache
 from app.registry.pull import PULL_SLOTS, pull
 from app.settings import Settings
-from tests.helpers.fake_hub import FakeHub, FakeRepo, tiny_model_files
+from tests.helpers.fake_hub import FakeHub, FakeRepo, serving, tiny_model_files, two_tiny_repos
 
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    h = FakeHub().start()
-    h.add(FakeRepo("org/tiny", tiny_model_files()))
-    h.add(FakeRepo("org/other", tiny_model_files(hidden=8)))
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    hfcache.invalidate()
-    return tmp_path / "hub-cache"
+    with serving(*two_tiny_repos()) as h:
+        yield h
 
 
 def test_pulls_past_the_limit_are_refused_then_admitted_again(hub: FakeHub, settings: Settings, cache: Path) -> None:

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from app.errors import InvalidRequest, ModelNotFound, UpstreamUnavailable
-from app.registry import hfcache
 from app.registry.catalog import ModelCatalog
 from app.registry.pull import pull, select_files
 from app.settings import Settings
-from tests.helpers.fake_hub import FakeHub, FakeRepo, tiny_model_files
+from tests.helpers.fake_hub import FakeHub, FakeRepo, serving, tiny_model_files
 from tests.helpers.net import free_port
 from tests.unit.registry.conftest import make_gguf
 
@@ -21,16 +20,8 @@ WEIGHTS = 3_000_000
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    h = FakeHub().start()
-    h.add(FakeRepo("org/tiny", tiny_model_files(weights_bytes=WEIGHTS)))
-    yield h
-    h.stop()
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    hfcache.invalidate()
-    return tmp_path / "hub-cache"
+    with serving(FakeRepo("org/tiny", tiny_model_files(weights_bytes=WEIGHTS))) as h:
+        yield h
 
 
 def run(hub: FakeHub, settings: Settings, cache: Path, name: str = "org/tiny") -> list[dict[str, Any]]:
