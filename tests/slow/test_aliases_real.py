@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from tests.helpers.env import clean_environ
+from tests.helpers.prompts import FRANCE
 from tests.slow.conftest import HUGLLAMA, REPO, ServerProcess, free_port, make_home, start_server
 
 pytestmark = pytest.mark.slow
@@ -22,7 +23,6 @@ pytestmark = pytest.mark.slow
 MODEL = "smollm2:135m"
 SYSTEM = "You are a helpful and creative assistant."
 USER = [{"role": "user", "content": "Say hi."}]
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 TIMEOUT = 300
 
 

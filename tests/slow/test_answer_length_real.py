@@ -10,12 +10,12 @@ import httpx
 import openai
 import pytest
 
+from tests.helpers.prompts import FRANCE
 from tests.slow.conftest import MODEL, ServerProcess
 
 pytestmark = pytest.mark.slow
 
 STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 DEFAULT = 6
 
 

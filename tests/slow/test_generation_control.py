@@ -14,10 +14,11 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.prompts import FRANCE as Q
+
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2:135m"
-Q: Any = [{"role": "user", "content": "What is the capital of France?"}]
 STORY: Any = [{"role": "user", "content": "Write a long story about a dragon."}]
 # Greedy SmolLM2 answers this with the same token over and over: a clean baseline for the penalties.
 REPEAT: Any = [{"role": "user", "content": "List the numbers 1 1 1 1 1 1 1 1 1 1 1 1 and keep repeating 1."}]

@@ -8,10 +8,11 @@ import httpx
 import ollama
 import pytest
 
+from tests.helpers.prompts import FRANCE as Q
+
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2:135m"
-Q = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,11 @@ from typing import Any
 import openai
 import pytest
 
+from tests.helpers.prompts import FRANCE as Q
+
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2:135m"
-Q: Any = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")

@@ -20,24 +20,14 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.prompts import CITY, FRANCE, PARIS, WEATHER
 from tests.slow.conftest import ServerProcess, free_port, start_server
 
 pytestmark = pytest.mark.slow
 
 MODEL = "smollm2:135m"
-FRANCE: Any = [{"role": "user", "content": "What is the capital of France?"}]
-PARIS = "The capital of France is Paris."
 GREEDY = {"temperature": 0, "num_predict": 12}
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 VICTIM_KEY = "victim-secret-key"
-CITY: Any = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
 class _SlowHandler(socketserver.BaseRequestHandler):

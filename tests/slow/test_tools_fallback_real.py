@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.prompts import FRANCE
 from tests.slow.conftest import MODEL, ServerProcess
 
 pytestmark = pytest.mark.slow
 
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 # Many tools, like a UI's built-in set: enough to crowd a small model's context when prompted.
 TOOLS = [
     {

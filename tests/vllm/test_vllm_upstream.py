@@ -11,13 +11,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import ollama
 import openai
 import pytest
 
+from tests.helpers.prompts import CITY, FRANCE, WEATHER
 from tests.slow.conftest import ServerProcess, free_port, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -26,16 +26,6 @@ VENV = Path(os.environ.get("HUGLLAMA_TEST_VLLM_VENV", "/var/cache/hugllama-test/
 SERVED = "smollm2"
 MODEL = f"vllm/{SERVED}"
 START_TIMEOUT = float(os.environ.get("HL_VLLM_START_TIMEOUT", "600"))
-FRANCE: Any = [{"role": "user", "content": "What is the capital of France?"}]
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-CITY: Any = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 
 def hf_folder(snapshots: Path) -> Path:
