@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.slow.conftest import ServerProcess, free_port, shared_snapshots, start_server
+from tests.helpers.net import free_port
+from tests.slow.conftest import ServerProcess, running_server, shared_snapshots
 
 __all__ = ["shared_snapshots"]  # the slow tier's fixture: one converted snapshot for every server
 
@@ -100,9 +101,8 @@ def hugllama(shared_snapshots: Path) -> Iterator[ServerProcess]:
         "HUGLLAMA_DEFAULT_NUM_PREDICT": "256",
         "HUGLLAMA_STOP_REPEATS_CHARS": "256",
     }
-    server = start_server(shared_snapshots, settings)
-    yield server
-    server.stop()
+    with running_server(shared_snapshots, settings) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -105,11 +106,27 @@ def start_server(
     raise RuntimeError(f"server not ready after {READY_TIMEOUT}s:\n{server.log()[-4000:]}")
 
 
+@contextmanager
+def running_server(
+    shared: Path,
+    env_extra: dict[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    wait_path: str = "/readyz",
+    stop_signal: int = signal.SIGTERM,
+) -> Iterator[ServerProcess]:
+    """start_server, stopped on exit: also when the fixture's own set-up after the start fails."""
+    server = start_server(shared, env_extra, home=home, wait_path=wait_path)
+    try:
+        yield server
+    finally:
+        server.stop(stop_signal)
+
+
 @pytest.fixture(scope="session")
 def real_server_process(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    server = start_server(shared_snapshots)
-    yield server
-    server.stop()
+    with running_server(shared_snapshots) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from tests.helpers.fake_hub import FakeHub, FakeRepo, serving, tiny_model_files, two_tiny_repos
-from tests.slow.conftest import ServerProcess, start_server
+from tests.slow.conftest import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +46,12 @@ def server(shared_snapshots: Path, hub: FakeHub, tmp_path_factory: pytest.TempPa
         "HF_HUB_OFFLINE": "0",
         "HF_HUB_CACHE": str(cache),
     }
-    s = start_server(shared_snapshots, env, wait_path="/livez")
-    deadline = time.monotonic() + 600
-    while httpx.get(s.url + "/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, s.log()[-3000:]
-        time.sleep(0.5)
-    yield s
-    s.stop()
+    with running_server(shared_snapshots, env, wait_path="/livez") as s:
+        deadline = time.monotonic() + 600
+        while httpx.get(s.url + "/readyz", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, s.log()[-3000:]
+            time.sleep(0.5)
+        yield s
     assert "Traceback" not in s.log(), s.log()[-5000:]
 
 

@@ -15,8 +15,9 @@ import openai
 import pytest
 
 from tests.helpers.env import clean_environ
+from tests.helpers.net import free_port
 from tests.helpers.prompts import FRANCE
-from tests.slow.conftest import HUGLLAMA, REPO, ServerProcess, free_port, make_home, start_server
+from tests.slow.conftest import HUGLLAMA, REPO, ServerProcess, make_home, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +30,12 @@ TIMEOUT = 300
 @pytest.fixture(scope="module")
 def server(shared_snapshots: Path) -> Iterator[ServerProcess]:
     home = make_home()
-    srv = start_server(
+    with running_server(
         shared_snapshots,
         {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": "512", "HUGLLAMA_NUM_PARALLEL": "2"},
         home=home,
-    )
-    yield srv
-    srv.stop()
+    ) as srv:
+        yield srv
 
 
 def cli(server: ServerProcess, *args: str, remote: bool) -> str:

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.helpers.prompts import FRANCE
-from tests.slow.conftest import MODEL, ServerProcess
+from tests.slow.conftest import MODEL, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -29,11 +29,8 @@ def chat(url: str, model: str, messages: list[dict[str, Any]], **options: Any) -
 
 @pytest.fixture(scope="module")
 def bounded(shared_snapshots: Any) -> Any:
-    from tests.slow.conftest import start_server
-
-    server = start_server(shared_snapshots, {"HUGLLAMA_DEFAULT_NUM_PREDICT": str(DEFAULT)})
-    yield server
-    server.stop()
+    with running_server(shared_snapshots, {"HUGLLAMA_DEFAULT_NUM_PREDICT": str(DEFAULT)}) as server:
+        yield server
 
 
 def test_server_default_bounds_an_answer_with_no_limit(bounded: ServerProcess) -> None:

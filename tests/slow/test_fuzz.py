@@ -17,7 +17,7 @@ schemathesis = pytest.importorskip("schemathesis")
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
-from tests.slow.conftest import ServerProcess, start_server  # noqa: E402
+from tests.slow.conftest import ServerProcess, running_server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +25,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def fuzz_server(shared_snapshots: Path) -> Iterator[ServerProcess]:
     # Nothing preloaded: fuzzed requests name random models, and the server must stay lean and quick.
-    server = start_server(shared_snapshots, {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": "512"})
-    yield server
-    server.stop()
+    with running_server(shared_snapshots, {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_CONTEXT_LENGTH": "512"}) as server:
+        yield server
 
 
 EXCLUDED = {("POST", "/api/pull")}

@@ -18,7 +18,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.slow.conftest import ServerProcess, start_server
+from tests.slow.conftest import ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -52,11 +52,10 @@ def openai_body(n: int) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def tight(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    server = start_server(
+    with running_server(
         shared_snapshots, {"HUGLLAMA_NUM_PARALLEL": "1", "HUGLLAMA_MAX_QUEUE": "1", "HUGLLAMA_CONTEXT_LENGTH": "512"}
-    )
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def _fire(url: str, jobs: list[tuple[str, dict[str, Any]]], workers: int) -> list[httpx.Response]:
@@ -146,12 +145,11 @@ def test_client_disconnect_stops_generation(tight: ServerProcess) -> None:
 
 @pytest.fixture(scope="module")
 def keyed(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    server = start_server(
+    with running_server(
         shared_snapshots,
         {"HUGLLAMA_API_KEYS": "k1,k2", "HUGLLAMA_LOG_FORMAT": "json", "HUGLLAMA_CONTEXT_LENGTH": "512"},
-    )
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 def test_api_keys_with_official_clients(keyed: ServerProcess) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.slow.conftest import start_server
+from tests.slow.conftest import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +62,11 @@ def http(real_server: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def uncached(shared_snapshots: Path) -> Iterator[httpx.Client]:
-    server = start_server(shared_snapshots, {"HUGLLAMA_PREFIX_CACHE_BYTES": "0"})
-    try:
-        with httpx.Client(base_url=server.url, timeout=600) as client:
-            yield client
-    finally:
-        server.stop()
+    with (
+        running_server(shared_snapshots, {"HUGLLAMA_PREFIX_CACHE_BYTES": "0"}) as server,
+        httpx.Client(base_url=server.url, timeout=600) as client,
+    ):
+        yield client
 
 
 def test_second_turn_reuses_the_first_and_answers_the_same(http: httpx.Client, uncached: httpx.Client) -> None:

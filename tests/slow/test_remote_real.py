@@ -20,8 +20,9 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.net import free_port
 from tests.helpers.prompts import CITY, FRANCE, PARIS, WEATHER
-from tests.slow.conftest import ServerProcess, free_port, start_server
+from tests.slow.conftest import ServerProcess, running_server, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -49,20 +50,18 @@ def slow_stub() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def upstream(shared_snapshots: Path) -> Iterator[ServerProcess]:
-    srv = start_server(
+    with running_server(
         shared_snapshots, {"HUGLLAMA_CONTEXT_LENGTH": "1024", "HUGLLAMA_NUM_PARALLEL": "4", "HUGLLAMA_MAX_STOP": "1"}
-    )
-    yield srv
-    srv.stop()
+    ) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def victim(shared_snapshots: Path) -> Iterator[ServerProcess]:
     """An upstream this module kills in the middle of an answer; it wants an API key."""
     env = {"HUGLLAMA_CONTEXT_LENGTH": "1024", "HUGLLAMA_NUM_PARALLEL": "2", "HUGLLAMA_API_KEYS": VICTIM_KEY}
-    srv = start_server(shared_snapshots, env)
-    yield srv
-    srv.stop(signal.SIGKILL)
+    with running_server(shared_snapshots, env, stop_signal=signal.SIGKILL) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +80,14 @@ def front(
         {"name": "gone", "kind": "ollama", "base_url": f"http://127.0.0.1:{free_port()}", "connect_timeout": 2},
     ]
     env = {"HUGLLAMA_PRELOAD": "", "HUGLLAMA_UPSTREAMS": json.dumps(upstreams), "VICTIM_KEY": VICTIM_KEY}
-    srv = start_server(shared_snapshots, env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # the first model discovery runs right after start-up
-        names = {m["name"] for m in httpx.get(srv.url + "/api/tags", timeout=10).json()["models"]}
-        if {f"up/{MODEL}", f"oai/{MODEL}"} <= names:
-            break
-        time.sleep(0.2)
-    yield srv
-    srv.stop()
+    with running_server(shared_snapshots, env) as srv:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # the first model discovery runs right after start-up
+            names = {m["name"] for m in httpx.get(srv.url + "/api/tags", timeout=10).json()["models"]}
+            if {f"up/{MODEL}", f"oai/{MODEL}"} <= names:
+                break
+            time.sleep(0.2)
+        yield srv
 
 
 def direct_chat(upstream: ServerProcess, messages: list[dict[str, str]], **options: Any) -> dict[str, Any]:

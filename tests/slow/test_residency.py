@@ -18,7 +18,7 @@ import pytest
 
 from app.hardware import estimate as estimating
 from app.registry.types import ModelSource
-from tests.slow.conftest import start_server
+from tests.slow.conftest import running_server
 
 pytestmark = pytest.mark.slow
 
@@ -116,7 +116,7 @@ def header_only_safetensors(path: Path, tensors: dict[str, list[int]]) -> None:
 
 @pytest.fixture(scope="module")
 def server_a(shared_snapshots: Path) -> Iterator[Any]:
-    server = start_server(
+    with running_server(
         shared_snapshots,
         {
             "HUGLLAMA_PRELOAD": "",
@@ -125,16 +125,15 @@ def server_a(shared_snapshots: Path) -> Iterator[Any]:
             "HUGLLAMA_MAX_LOADED_MODELS": "2",
             "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
         },
-    )
-    for name, quantize in (("a8", "q8_0"), ("a4", "q4_0")):
-        r = httpx.post(
-            server.url + "/api/create",
-            json={"model": name, "from": MODEL, "quantize": quantize, "stream": False},
-            timeout=60,
-        )
-        assert r.status_code == 200, r.text
-    yield server
-    server.stop()
+    ) as server:
+        for name, quantize in (("a8", "q8_0"), ("a4", "q4_0")):
+            r = httpx.post(
+                server.url + "/api/create",
+                json={"model": name, "from": MODEL, "quantize": quantize, "stream": False},
+                timeout=60,
+            )
+            assert r.status_code == 200, r.text
+        yield server
 
 
 def test_background_load_answers_202_and_livez_stays_up(server_a: Any) -> None:
@@ -271,7 +270,7 @@ def server_b(shared_snapshots: Path, models_dir: Path, request: pytest.FixtureRe
     budget = est.total_bytes + int(1.5 * est.weights_bytes)
     for name in ("m1", "m2", "m3"):
         (models_dir / name).symlink_to(snap, target_is_directory=True)
-    server = start_server(
+    with running_server(
         shared_snapshots,
         {
             "HUGLLAMA_PRELOAD": "",
@@ -281,10 +280,9 @@ def server_b(shared_snapshots: Path, models_dir: Path, request: pytest.FixtureRe
             "HUGLLAMA_MEMORY_OVERHEAD_BYTES": str(OVERHEAD),
             "HUGLLAMA_MODELS_DIR": str(models_dir),
         },
-    )
-    server.expected_estimate = est.total_bytes  # type: ignore[attr-defined]
-    yield server
-    server.stop()
+    ) as server:
+        server.expected_estimate = est.total_bytes  # type: ignore[attr-defined]
+        yield server
 
 
 def test_507_names_need_free_and_quantization_and_failed_loads_are_clear(server_b: Any) -> None:

@@ -17,8 +17,9 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.net import free_port
 from tests.helpers.prompts import CITY, FRANCE, WEATHER
-from tests.slow.conftest import ServerProcess, free_port, start_server
+from tests.slow.conftest import ServerProcess, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
