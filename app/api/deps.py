@@ -1,8 +1,9 @@
-"""FastAPI dependency aliases: the collaborators `create_app` put on `app.state`."""
+"""FastAPI dependency aliases: the collaborators `create_app` put on `app.state`, and the request's id."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -12,27 +13,23 @@ from app.registry.catalog_base import Catalog
 from app.settings import Settings
 
 
-def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency that hands out `app.state.<name>` (set once by `create_app`)."""
+
+    def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-def get_catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
+def request_id(request: Request) -> str:
+    """The id the service middleware gave this request (the client's X-Request-Id when well-formed)."""
+    return str(getattr(request.state, "request_id", "") or "")
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def get_metrics(request: Request) -> Metrics:
-    metrics: Metrics = request.app.state.metrics
-    return metrics
-
-
-EngineDep = Annotated[Engine, Depends(get_engine)]
-CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+EngineDep = Annotated[Engine, Depends(_state("engine"))]
+CatalogDep = Annotated[Catalog, Depends(_state("catalog"))]
+SettingsDep = Annotated[Settings, Depends(_state("settings"))]
+MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
+RequestIdDep = Annotated[str, Depends(request_id)]

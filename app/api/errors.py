@@ -6,7 +6,6 @@ chosen by path: `/v1/` is OpenAI, everything else Ollama-shaped.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -21,7 +20,6 @@ from app.errors import InvalidRequest, ServiceError
 log = logging.getLogger(__name__)
 
 
-MAX_JSON_DEPTH = 64
 # An absolute filesystem path (two segments or more) not inside a URL: the server's layout is nobody's business.
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/'\"`<>]+/)+([^\s/'\"`<>]*)")
 
@@ -99,8 +97,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if isinstance(exc.__cause__, RecursionError):  # FastAPI's own body parsing gave up on the nesting
-            exc = StarletteHTTPException(400, f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)")
         if is_openai_path(request.url.path):
             body = openai_body(str(exc.detail), exc.status_code)
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
@@ -115,42 +111,3 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s", request.url.path)
         err = ServiceError("internal error")
         return error_response(request.url.path, err)
-
-
-def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
-    """InvalidRequest when arrays/objects nest deeper than `limit` (no request needs more; recursive code
-    further on, from pydantic to JSON-schema compilers, would fail on it). Iterative: no recursion here."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            raise InvalidRequest(f"JSON nested too deeply (more than {limit} levels)")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-
-
-async def json_depth_guard(request: Request) -> None:
-    """Router dependency for routes whose body FastAPI parses: the same depth limit as parse_json_body. It runs
-    after FastAPI parsed the body (request.json() is cached), before the body model is validated."""
-    if request.method in ("POST", "PUT", "PATCH") and await request.body():
-        try:
-            value = await request.json()
-        except Exception:  # FastAPI has already answered unparseable bodies; nothing to add here
-            return
-        check_depth(value)
-
-
-def parse_json_body(raw: bytes) -> Any:
-    """Ollama-style body parsing: any content type (curl -d sends form-encoded), clear errors."""
-    if not raw.strip():
-        raise InvalidRequest("missing request body")
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InvalidRequest(f"invalid JSON: {e}") from None
-    except RecursionError:
-        raise InvalidRequest(f"JSON nested too deeply (more than {MAX_JSON_DEPTH} levels)") from None
-    check_depth(value)
-    return value

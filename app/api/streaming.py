@@ -1,8 +1,11 @@
-"""Stream framing for both protocols, and the one place that turns failures into in-band error events.
+"""How both protocols answer from engine streams: one encoder lifecycle, stream framing, and the one place that
+turns failures into in-band error events.
 
-Ollama streams NDJSON lines; OpenAI streams SSE `data:` events ending with `data: [DONE]`. Errors before the
-first byte keep their real status (raised before the response is built); after it, `guarded_stream` emits
-one protocol error event and ends the stream.
+Each protocol's encoder (`ChunkEncoder`: Ollama's `ResponseBuilder`, OpenAI's `ChatStream` and `CompletionStream`)
+turns engine chunks into its bodies; `encode_stream` frames them (Ollama NDJSON lines; OpenAI SSE `data:` events
+ending with `data: [DONE]`) and `encode_response` folds them into the one non-streamed body. Errors before the
+first byte keep their real status (raised before the response is built); after it, `guarded_stream` emits one
+protocol error event and ends the stream. `iterate_in_thread` drives a blocking generator (a pull) from the loop.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from app.engine.types import Chunk
 from app.errors import Cancelled, ServiceError
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Body = TypeVar("Body")
+Body_co = TypeVar("Body_co", covariant=True)
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -51,6 +58,89 @@ async def aclose_quietly(stream: Any) -> None:
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()
+
+
+class ChunkEncoder(Protocol[Body_co]):
+    """Engine chunks -> one protocol's response bodies, the same lifecycle on both sides: `start()` once,
+    `feed(index, chunk)` for each chunk of choice `index`, `end()` once (each returns the bodies to stream), then
+    `response()`: the one body of a non-streamed answer, from everything fed."""
+
+    def start(self) -> Sequence[Body_co]: ...
+    def feed(self, index: int, chunk: Chunk) -> Sequence[Body_co]: ...
+    def end(self) -> Sequence[Body_co]: ...
+    def response(self) -> Body_co: ...
+
+
+async def merge(streams: Sequence[AsyncIterator[Chunk]]) -> AsyncGenerator[tuple[int, Chunk]]:
+    """Interleave the choices' streams as (choice index, chunk) in arrival order.
+
+    Closing this iterator (or a failure in any stream) cancels and closes every stream, which cancels the
+    engine work behind them.
+    """
+    if len(streams) == 1:
+        try:
+            async for chunk in streams[0]:
+                yield 0, chunk
+        finally:
+            await aclose_quietly(streams[0])
+        return
+
+    queue: asyncio.Queue[tuple[int, Chunk | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Chunk]) -> None:
+        try:
+            async for chunk in stream:
+                queue.put_nowait((index, chunk))
+        except Exception as e:  # handed to the consumer, which re-raises it
+            queue.put_nowait((index, e))
+        else:
+            queue.put_nowait((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(streams)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await aclose_quietly(stream)
+
+
+async def encode_stream(
+    encoder: ChunkEncoder[Body], chunks: AsyncIterator[tuple[int, Chunk]], frame: Callable[[Body], str]
+) -> AsyncIterator[str]:
+    """A streamed answer: every body of the encoder's lifecycle, framed (an NDJSON line or an SSE event)."""
+    try:
+        for body in encoder.start():
+            yield frame(body)
+        async for index, chunk in chunks:
+            for body in encoder.feed(index, chunk):
+                yield frame(body)
+        for body in encoder.end():
+            yield frame(body)
+    finally:
+        await aclose_quietly(chunks)
+
+
+async def encode_response(encoder: ChunkEncoder[Body], chunks: AsyncIterator[tuple[int, Chunk]]) -> Body:
+    """A non-streamed answer: the same lifecycle run to the end, then the encoder's one body."""
+    try:
+        encoder.start()
+        async for index, chunk in chunks:
+            encoder.feed(index, chunk)
+        encoder.end()
+        return encoder.response()
+    finally:
+        await aclose_quietly(chunks)
 
 
 async def guarded_stream(
@@ -118,3 +208,46 @@ async def until_disconnect(request: Request, work: Awaitable[T], metrics: Metric
         watcher.cancel()
         if not task.done():
             task.cancel()
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]], *, name: str) -> AsyncIterator[T]:
+    """Drive a blocking generator on its own thread (a pull's downloads); items arrive through an asyncio.Queue.
+    Closing this iterator stops the thread's generator at its next item."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def post(kind: str, value: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+
+    def work() -> None:
+        gen: Iterator[T] | None = None
+        try:
+            gen = make()
+            for item in gen:
+                if stop.is_set():
+                    break
+                post("item", item)
+        except BaseException as e:  # handed to the event loop side
+            post("error", e)
+            return
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+        post("end", None)
+
+    threading.Thread(target=work, name=name, daemon=True).start()
+    try:
+        while True:
+            kind, value = await queue.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()

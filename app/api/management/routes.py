@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from app.api.body import JSONBodyRoute
 from app.api.deps import EngineDep, SettingsDep
-from app.api.errors import json_depth_guard, public_message
+from app.api.errors import public_message
 from app.api.management import design
 from app.api.management.schemas import ConfigUpdate, LoadRequest, UnloadRequest, WarmRequest
 from app.engine.base import ModelAdmin
 from app.engine.types import GenerationRequest, Message
 from app.errors import InvalidRequest
 
-router = APIRouter(prefix="/api/v1", tags=["management"], dependencies=[Depends(json_depth_guard)])
+router = APIRouter(prefix="/api/v1", tags=["management"], route_class=JSONBodyRoute)
 
 
 def _scrubbed(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""Engine output and facts -> Ollama response objects: generate/chat NDJSON lines (ResponseBuilder) and the
+"""Engine output and facts -> Ollama response objects: generate/chat NDJSON lines (GenerationStream) and the
 /api/embed, /api/tags, /api/ps and /api/show bodies. Pure (no HTTP, no torch).
 """
 
@@ -77,8 +77,9 @@ def load_response(kind: Kind, model: str, reason: Literal["load", "unload"], now
     return schemas.ChatResponse(model=model, created_at=created, done=True, done_reason=reason)
 
 
-class ResponseBuilder:
-    """Turns engine chunks into Ollama objects: `feed` gives the NDJSON lines, `fold` the one non-stream object.
+class GenerationStream:
+    """A `ChunkEncoder` (app/api/streaming.py): engine chunks -> Ollama objects; `feed` gives the NDJSON lines,
+    `response` the one non-stream object. Ollama has one choice: `index` is always 0.
 
     Tool calls get their own `done:false` line (content "") before the done line; indices count across the
     answer. The final line carries done_reason and all six metrics (ns).
@@ -141,8 +142,11 @@ class ResponseBuilder:
             response.context = list(final.context) if final.context is not None else None
         return response
 
-    def feed(self, chunk: Chunk) -> list[Response]:
-        """The lines to stream for one chunk (accumulating for `fold`)."""
+    def start(self) -> list[Response]:
+        return []
+
+    def feed(self, index: int, chunk: Chunk) -> list[Response]:
+        """The lines to stream for one chunk (accumulating for `response`)."""
         lines: list[Response] = []
         final = chunk.finish_reason is not None
         calls = chunk.tool_calls if self.kind == "chat" else ()
@@ -162,14 +166,14 @@ class ResponseBuilder:
             lines.append(self._finish(done, chunk))
         return lines
 
-    def close(self) -> list[Response]:
+    def end(self) -> list[Response]:
         """A done line if the engine ended without a final chunk (so clients always see done:true)."""
         if self.done:
             return []
         self.final = Chunk(finish_reason=FinishReason.STOP)
         return [self._finish(self._line(), None)]
 
-    def fold(self) -> Response:
+    def response(self) -> Response:
         """The non-stream object: all text, all tool calls and logprobs, the final metrics."""
         text = "".join(self._text)
         out = self._line(text, self._logprobs)

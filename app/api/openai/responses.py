@@ -63,8 +63,18 @@ class ResponseIds:
     def new(cls, prefix: str, model: str) -> ResponseIds:
         return cls(id=f"{prefix}-{uuid.uuid4().hex}", created=int(time.time()), model=model)
 
+    def envelope(self, kind: str) -> dict[str, Any]:
+        """The fields every body of this response carries (`kind` is its `object`)."""
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+        }
 
-def wire(model: BaseModel) -> dict[str, Any]:
+
+def json_body(model: BaseModel) -> dict[str, Any]:
     """The JSON body of a response model: only the fields it was built with (so chosen nulls stay)."""
     return model.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
@@ -176,16 +186,8 @@ def to_chat_response(req: ChatCompletionRequest, results: Sequence[ChoiceResult]
                 finish_reason=finish_reason(r.finish_reason, tool_calls=bool(calls), legacy=legacy),
             )
         )
-    body = ChatCompletionResponse(
-        id=ids.id,
-        object="chat.completion",
-        created=ids.created,
-        model=ids.model,
-        choices=choices,
-        usage=to_usage([r.usage for r in results], req.n or 1),
-        system_fingerprint=SYSTEM_FINGERPRINT,
-    )
-    return wire(body)
+    usage = to_usage([r.usage for r in results], req.n or 1)
+    return json_body(ChatCompletionResponse(**ids.envelope("chat.completion"), choices=choices, usage=usage))
 
 
 def to_completion_response(
@@ -205,23 +207,16 @@ def to_completion_response(
                 finish_reason=finish_reason(r.finish_reason, tool_calls=False),
             )
         )
-    body = CompletionResponse(
-        id=ids.id,
-        object="text_completion",
-        created=ids.created,
-        model=ids.model,
-        system_fingerprint=SYSTEM_FINGERPRINT,
-        choices=choices,
-        usage=to_usage([r.usage for r in results], n),
-    )
-    return wire(body)
+    usage = to_usage([r.usage for r in results], n)
+    return json_body(CompletionResponse(**ids.envelope("text_completion"), choices=choices, usage=usage))
 
 
 # --- streaming --------------------------------------------------------------------------------------------------
 
 
 class ChatStream:
-    """Turns (choice index, Chunk) pairs into chat.completion.chunk bodies.
+    """A `ChunkEncoder` (app/api/streaming.py): (choice index, Chunk) pairs -> chat.completion.chunk bodies, and
+    the chat.completion body (`response`) of everything fed.
 
     Per choice: a role chunk (`delta.role` "assistant", content ""), content and tool-call deltas, a finish
     chunk with an empty delta; then, with `stream_options.include_usage`, one chunk with no choices and the usage.
@@ -234,18 +229,13 @@ class ChatStream:
         self.legacy = _is_legacy(req)
         self.calls = [0] * choices
         self.usages: list[Usage | None] = [None] * choices
+        self.results = [ChoiceResult() for _ in range(choices)]
 
-    def _body(self, choice: ChatCompletionStreamChoice) -> dict[str, Any]:
-        return wire(
-            ChatCompletionStreamResponse(
-                id=self.ids.id,
-                object="chat.completion.chunk",
-                created=self.ids.created,
-                model=self.ids.model,
-                system_fingerprint=SYSTEM_FINGERPRINT,
-                choices=[choice],
-            )
-        )
+    def _body(self, *choices: ChatCompletionStreamChoice, usage: CompletionUsage | None = None) -> dict[str, Any]:
+        body = ChatCompletionStreamResponse(**self.ids.envelope("chat.completion.chunk"), choices=list(choices))
+        if usage is not None:
+            body.usage = usage
+        return json_body(body)
 
     def start(self) -> list[dict[str, Any]]:
         return [
@@ -258,6 +248,7 @@ class ChatStream:
         ]
 
     def feed(self, index: int, chunk: Chunk) -> list[dict[str, Any]]:
+        self.results[index].add(chunk)
         out: list[dict[str, Any]] = []
         if chunk.text or chunk.logprobs:
             logprobs = to_chat_logprobs(chunk.logprobs) if self.req.logprobs else None
@@ -290,23 +281,15 @@ class ChatStream:
     def end(self) -> list[dict[str, Any]]:
         if not (self.req.stream_options and self.req.stream_options.include_usage):
             return []
-        return [
-            wire(
-                ChatCompletionStreamResponse(
-                    id=self.ids.id,
-                    object="chat.completion.chunk",
-                    created=self.ids.created,
-                    model=self.ids.model,
-                    system_fingerprint=SYSTEM_FINGERPRINT,
-                    choices=[],
-                    usage=to_usage(self.usages, self.req.n or 1),
-                )
-            )
-        ]
+        return [self._body(usage=to_usage(self.usages, self.req.n or 1))]
+
+    def response(self) -> dict[str, Any]:
+        return to_chat_response(self.req, self.results, self.ids)
 
 
 class CompletionStream:
-    """Turns (choice index, Chunk) pairs into text_completion stream bodies (echoed prompts first)."""
+    """A `ChunkEncoder`: (choice index, Chunk) pairs -> text_completion stream bodies (echoed prompts first), and
+    the text_completion body (`response`) of everything fed."""
 
     def __init__(self, req: CompletionRequest, prompts: Sequence[str], ids: ResponseIds) -> None:
         self.req = req
@@ -316,19 +299,13 @@ class CompletionStream:
         choices = len(prompts) * self.n
         self.offsets = [len(prompts[i // self.n]) if req.echo else 0 for i in range(choices)]
         self.usages: list[Usage | None] = [None] * choices
+        self.results = [ChoiceResult() for _ in range(choices)]
 
     def _body(self, choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> dict[str, Any]:
-        body = CompletionResponse(
-            id=self.ids.id,
-            object="text_completion",
-            created=self.ids.created,
-            model=self.ids.model,
-            system_fingerprint=SYSTEM_FINGERPRINT,
-            choices=choices,
-        )
+        body = CompletionResponse(**self.ids.envelope("text_completion"), choices=choices)
         if usage is not None:
             body.usage = usage
-        return wire(body)
+        return json_body(body)
 
     def start(self) -> list[dict[str, Any]]:
         if not self.req.echo:
@@ -339,6 +316,7 @@ class CompletionStream:
         ]
 
     def feed(self, index: int, chunk: Chunk) -> list[dict[str, Any]]:
+        self.results[index].add(chunk)
         out: list[dict[str, Any]] = []
         if chunk.text or chunk.logprobs:
             logprobs = None
@@ -358,6 +336,9 @@ class CompletionStream:
             return []
         return [self._body([], usage=to_usage(self.usages, self.n))]
 
+    def response(self) -> dict[str, Any]:
+        return to_completion_response(self.req, self.prompts, self.results, self.ids)
+
 
 # --- models -----------------------------------------------------------------------------------------------------
 
@@ -372,7 +353,7 @@ def to_model(entry: ModelEntry) -> Model:
 
 
 def to_model_list(entries: Iterable[ModelEntry]) -> dict[str, Any]:
-    return wire(ModelList(object="list", data=[to_model(e) for e in entries]))
+    return json_body(ModelList(object="list", data=[to_model(e) for e in entries]))
 
 
 def find_model(entries: Iterable[ModelEntry], name: str) -> ModelEntry | None:

@@ -298,8 +298,8 @@ FINAL = Chunk(
 )
 
 
-def _builder(kind: responses.Kind, **kw: Any) -> responses.ResponseBuilder:
-    return responses.ResponseBuilder(kind, "Smol", wall_ns=lambda: 1_700_000_000_123_000_000, clock_ns=lambda: 0, **kw)
+def _builder(kind: responses.Kind, **kw: Any) -> responses.GenerationStream:
+    return responses.GenerationStream(kind, "Smol", wall_ns=lambda: 1_700_000_000_123_000_000, clock_ns=lambda: 0, **kw)
 
 
 def _dump(objs: list[Any]) -> list[dict[str, Any]]:
@@ -308,7 +308,7 @@ def _dump(objs: list[Any]) -> list[dict[str, Any]]:
 
 def test_generate_stream_lines() -> None:
     b = _builder("generate")
-    lines = _dump(b.feed(Chunk(text="Hel")) + b.feed(Chunk(text="lo")) + b.feed(FINAL))
+    lines = _dump(b.feed(0, Chunk(text="Hel")) + b.feed(0, Chunk(text="lo")) + b.feed(0, FINAL))
     assert [line["response"] for line in lines] == ["Hel", "lo", ""]
     assert all(line["model"] == "Smol" and line["created_at"].endswith("Z") for line in lines)
     assert [line["done"] for line in lines] == [False, False, True]
@@ -317,25 +317,25 @@ def test_generate_stream_lines() -> None:
     assert last["done_reason"] == "stop" and last["context"] == [5, 6, 7]
     assert (last["total_duration"], last["load_duration"], last["prompt_eval_count"]) == (900, 100, 11)
     assert (last["prompt_eval_duration"], last["eval_count"], last["eval_duration"]) == (200, 3, 300)
-    assert b.close() == []
+    assert b.end() == []
 
 
 def test_raw_generate_has_no_context() -> None:
     b = _builder("generate", raw=True)
-    (last,) = _dump(b.feed(FINAL))
+    (last,) = _dump(b.feed(0, FINAL))
     assert "context" not in last
 
 
 def test_final_chunk_text_goes_in_the_done_line() -> None:
     b = _builder("generate")
-    lines = _dump(b.feed(Chunk(text="tail", finish_reason=FinishReason.LENGTH, usage=Usage(1, 1))))
+    lines = _dump(b.feed(0, Chunk(text="tail", finish_reason=FinishReason.LENGTH, usage=Usage(1, 1))))
     assert len(lines) == 1 and lines[0]["response"] == "tail" and lines[0]["done_reason"] == "length"
 
 
 def test_metrics_always_present_even_without_engine_timings() -> None:
     ticks = iter([0, 5_000])
-    b = responses.ResponseBuilder("chat", "m", clock_ns=lambda: next(ticks))
-    (last,) = _dump(b.feed(Chunk(finish_reason=FinishReason.STOP)))
+    b = responses.GenerationStream("chat", "m", clock_ns=lambda: next(ticks))
+    (last,) = _dump(b.feed(0, Chunk(finish_reason=FinishReason.STOP)))
     for key in ("load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
         assert last[key] == 0
     assert last["total_duration"] == 5_000
@@ -345,9 +345,9 @@ def test_chat_tool_calls_get_their_own_chunk() -> None:
     b = _builder("chat")
     calls = (ToolCall("get", {"city": "Paris"}, id="call_1"), ToolCall("time", {}))
     lines = _dump(
-        b.feed(Chunk(text="ok"))
-        + b.feed(Chunk(tool_calls=calls))
-        + b.feed(Chunk(finish_reason=FinishReason.TOOL_CALLS, usage=Usage(2, 2)))
+        b.feed(0, Chunk(text="ok"))
+        + b.feed(0, Chunk(tool_calls=calls))
+        + b.feed(0, Chunk(finish_reason=FinishReason.TOOL_CALLS, usage=Usage(2, 2)))
     )
     assert [line["done"] for line in lines] == [False, False, True]
     assert lines[0]["message"] == {"role": "assistant", "content": "ok"}
@@ -358,14 +358,14 @@ def test_chat_tool_calls_get_their_own_chunk() -> None:
         {"function": {"index": 1, "name": "time", "arguments": {}}},
     ]
     assert lines[2]["done_reason"] == "stop" and lines[2]["message"] == {"role": "assistant", "content": ""}
-    folded = b.fold().model_dump(exclude_none=True)
+    folded = b.response().model_dump(exclude_none=True)
     assert folded["message"]["content"] == "ok" and len(folded["message"]["tool_calls"]) == 2
     assert folded["done"] is True
 
 
 def test_tool_calls_on_the_final_chunk_come_before_the_done_line() -> None:
     b = _builder("chat")
-    lines = _dump(b.feed(Chunk(text="x", tool_calls=(ToolCall("f", {}),), finish_reason=FinishReason.TOOL_CALLS)))
+    lines = _dump(b.feed(0, Chunk(text="x", tool_calls=(ToolCall("f", {}),), finish_reason=FinishReason.TOOL_CALLS)))
     assert [("tool_calls" in line["message"], line["done"]) for line in lines] == [
         (False, False),
         (True, False),
@@ -378,10 +378,10 @@ def test_fold_concatenates_text_and_logprobs() -> None:
     lp1 = TokenLogprob("He", -0.1, bytes=(72, 101), top_logprobs=(TopLogprob("He", -0.1), TopLogprob("Hi", -2.0)))
     lp2 = TokenLogprob("y", -0.5)
     b = _builder("generate")
-    b.feed(Chunk(text="He", logprobs=(lp1,)))
-    b.feed(Chunk(text="y", logprobs=(lp2,)))
-    b.feed(FINAL)
-    out = b.fold().model_dump(exclude_none=True)
+    b.feed(0, Chunk(text="He", logprobs=(lp1,)))
+    b.feed(0, Chunk(text="y", logprobs=(lp2,)))
+    b.feed(0, FINAL)
+    out = b.response().model_dump(exclude_none=True)
     assert out["response"] == "Hey" and out["done"] is True and out["context"] == [5, 6, 7]
     assert out["logprobs"] == [
         {
@@ -396,16 +396,16 @@ def test_fold_concatenates_text_and_logprobs() -> None:
 
 def test_streamed_logprobs_ride_on_their_chunk() -> None:
     b = _builder("chat")
-    (line,) = _dump(b.feed(Chunk(text="a", logprobs=(TokenLogprob("a", -1.0),))))
+    (line,) = _dump(b.feed(0, Chunk(text="a", logprobs=(TokenLogprob("a", -1.0),))))
     assert line["logprobs"] == [{"token": "a", "logprob": -1.0}]
 
 
 def test_close_synthesises_a_done_line() -> None:
     b = _builder("chat")
-    b.feed(Chunk(text="partial"))
-    (last,) = _dump(b.close())
+    b.feed(0, Chunk(text="partial"))
+    (last,) = _dump(b.end())
     assert last["done"] is True and last["done_reason"] == "stop"
-    assert b.fold().model_dump()["message"]["content"] == "partial"
+    assert b.response().model_dump()["message"]["content"] == "partial"
 
 
 def test_done_reasons() -> None:

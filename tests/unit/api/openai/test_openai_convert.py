@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from app.api import streaming
 from app.api.openai import choices, convert, responses
 from app.api.openai.schemas import ChatCompletionRequest, CompletionRequest, ResponseFormat
 from app.engine.types import Chunk, FinishReason, TokenLogprob, ToolCall, TopLogprob, Usage
@@ -318,7 +319,7 @@ def test_merge_interleaves_all_streams() -> None:
     probes = [Probe(3, 0.001), Probe(3, 0.002)]
 
     async def go() -> list[tuple[int, str]]:
-        return [(i, c.text) async for i, c in choices.merge([p.run() for p in probes])]
+        return [(i, c.text) async for i, c in streaming.merge([p.run() for p in probes])]
 
     got = asyncio.run(go())
     assert sorted(got) == [(0, "0"), (0, "1"), (0, "2"), (1, "0"), (1, "1"), (1, "2")]
@@ -329,7 +330,7 @@ def test_merge_interleaves_all_streams() -> None:
 def test_merge_close_and_failure_cancel_every_stream() -> None:
     async def close_early() -> list[Probe]:
         probes = [Probe(100, 0.001), Probe(100, 0.001)]
-        merged = choices.merge([p.run() for p in probes])
+        merged = streaming.merge([p.run() for p in probes])
         await merged.__anext__()
         await merged.aclose()
         return probes
@@ -339,7 +340,7 @@ def test_merge_close_and_failure_cancel_every_stream() -> None:
     async def fail() -> Probe:
         slow = Probe(100, 0.01)
         with pytest.raises(GenerationFailed):
-            async for _ in choices.merge([Probe(5, 0.001, fail_at=1).run(), slow.run()]):
+            async for _ in streaming.merge([Probe(5, 0.001, fail_at=1).run(), slow.run()]):
                 pass
         return slow
 
@@ -351,5 +352,7 @@ def test_collect_single_stream() -> None:
         yield Chunk(text="a", logprobs=(TokenLogprob("a", -1.0),))
         yield Chunk(text="b", finish_reason=FinishReason.LENGTH, usage=Usage(1, 2))
 
-    (r,) = asyncio.run(choices.collect([stream()]))
+    encoder = responses.ChatStream(chat_req(), responses.ResponseIds("chatcmpl-x", 1, "m"), 1)
+    asyncio.run(streaming.encode_response(encoder, streaming.merge([stream()])))
+    (r,) = encoder.results
     assert (r.text, r.finish_reason, r.usage, len(r.logprobs)) == ("ab", FinishReason.LENGTH, Usage(1, 2), 1)
