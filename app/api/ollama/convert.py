@@ -24,13 +24,13 @@ from app.engine.types import (
     ToolCall,
 )
 from app.errors import InvalidRequest
+from app.param_rules import check_value
 from app.registry.types import Alias, Quantization
 
 M = TypeVar("M", bound=BaseModel)
 
 ROLES = ("system", "user", "assistant", "tool")
 THINK_LEVELS = ("low", "medium", "high", "max")
-MAX_TOP_LOGPROBS = 20
 
 
 # --- request bodies ---------------------------------------------------------------------------------------------
@@ -106,8 +106,7 @@ def check_think(value: Any, model: str) -> None:
 
 
 def check_top_logprobs(value: int | None) -> int | None:
-    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
-        raise InvalidRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    check_value("top_logprobs", value)  # a top-level field in Ollama: the engine's name and wording
     return value
 
 

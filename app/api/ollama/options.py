@@ -1,4 +1,5 @@
-"""Ollama `options` (and create `parameters`) -> SamplingParams: Ollama names, types and ranges, our field names.
+"""Ollama `options` (and create `parameters`) -> SamplingParams: Ollama names and types, our field names; the
+ranges are the engine's (app/param_rules.py), reported under the Ollama name (`options.repeat_penalty`).
 
 Unknown and null keys are ignored (Ollama's FromMap does the same; Open WebUI and langchain still send removed
 llama.cpp knobs); a known key with a wrong type or an out-of-range value is a 400 naming it.
@@ -8,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from app.engine.types import SamplingParams
 from app.errors import InvalidRequest
+from app.param_rules import broken
 
 log = logging.getLogger(__name__)
-
-SEED_MAX = 2**63 - 1  # seeds are signed 64-bit integers in Ollama's Go API
 
 # Ollama/llama.cpp knobs that do not change what a transformers model outputs (hardware and loader settings)
 # or that Ollama itself removed; accepted and ignored.
@@ -53,34 +52,24 @@ Kind = Literal["float", "int", "stop"]
 @dataclass(frozen=True, slots=True)
 class _Spec:
     kind: Kind
-    target: str  # SamplingParams field
-    valid: Callable[[float], bool] | None = None
-    rule: str = ""
-
-
-def _ge(low: float) -> Callable[[float], bool]:
-    return lambda v: v >= low
-
-
-def _between(low: float, high: float) -> Callable[[float], bool]:
-    return lambda v: low <= v <= high
+    target: str  # SamplingParams field; its range is the engine's (app/param_rules.py)
 
 
 OPTIONS: dict[str, _Spec] = {
-    "temperature": _Spec("float", "temperature", _ge(0), ">= 0"),
-    "top_p": _Spec("float", "top_p", _between(0, 1), "between 0 and 1"),
-    "top_k": _Spec("int", "top_k", _ge(0), ">= 0"),
-    "min_p": _Spec("float", "min_p", _between(0, 1), "between 0 and 1"),
-    "typical_p": _Spec("float", "typical_p", _between(0, 1), "between 0 and 1"),
-    "repeat_penalty": _Spec("float", "repetition_penalty", lambda v: v > 0, "> 0"),
-    "repeat_last_n": _Spec("int", "repeat_last_n", _ge(-1), ">= -1 (-1 = the whole context, 0 = off)"),
+    "temperature": _Spec("float", "temperature"),
+    "top_p": _Spec("float", "top_p"),
+    "top_k": _Spec("int", "top_k"),
+    "min_p": _Spec("float", "min_p"),
+    "typical_p": _Spec("float", "typical_p"),
+    "repeat_penalty": _Spec("float", "repetition_penalty"),
+    "repeat_last_n": _Spec("int", "repeat_last_n"),
     "presence_penalty": _Spec("float", "presence_penalty"),
     "frequency_penalty": _Spec("float", "frequency_penalty"),
-    "seed": _Spec("int", "seed", lambda v: v == -1 or 0 <= v <= SEED_MAX, "-1 (random) or between 0 and 2^63-1"),
+    "seed": _Spec("int", "seed"),
     "stop": _Spec("stop", "stop"),
-    "num_predict": _Spec("int", "max_tokens", _ge(-2), ">= -2 (-1 = unbounded, -2 = fill the context)"),
-    "num_ctx": _Spec("int", "num_ctx", _ge(4), ">= 4"),
-    "num_keep": _Spec("int", "num_keep", _ge(-1), ">= -1"),
+    "num_predict": _Spec("int", "max_tokens"),
+    "num_ctx": _Spec("int", "num_ctx"),
+    "num_keep": _Spec("int", "num_keep"),
 }
 
 
@@ -131,8 +120,9 @@ def option_values(raw: Any, *, where: str = "options") -> dict[str, Any]:
             out[spec.target] = _stop(key, value)
             continue
         number = _number(key, value, spec.kind)
-        if spec.valid is not None and not spec.valid(number):
-            raise _bad(key, spec.rule)
+        rule = broken(spec.target, number)
+        if rule is not None:
+            raise _bad(key, rule.text)  # the engine's range, named and worded the Ollama way
         out[spec.target] = number
     return out
 

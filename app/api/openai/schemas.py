@@ -1,7 +1,8 @@
 """OpenAI wire models for /v1: chat completions, legacy completions, embeddings, models, errors (upstream names).
 
 Requests accept unknown fields (`extra="allow"`, logged at debug); `convert.py` rejects the recognised ones that
-would change the output and that we do not implement. Pydantic only: no torch, nothing from `app`.
+would change the output and that we do not implement. Pydantic only (no torch); from `app` only the engine's
+sampling ranges (app/param_rules.py), so both protocols refuse the same values.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import logging
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.param_rules import bounds
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +88,9 @@ class SamplingFields(OpenAIBaseModel):
     """
 
     model: str
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    # Ranges are the engine's (app/param_rules.py); OpenAI's own limits are written beside them.
+    temperature: float | None = Field(None, **bounds("temperature"), le=2)
+    top_p: float | None = Field(None, gt=0, le=bounds("top_p")["le"])  # OpenAI refuses 0: its lower bound is open
     n: int | None = Field(None, ge=1, le=16)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
@@ -95,15 +99,15 @@ class SamplingFields(OpenAIBaseModel):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, Bias] | None = None
     # -1 means random (llama.cpp's convention); seeds are signed 64-bit, as the clients send them.
-    seed: int | None = Field(None, ge=-1, le=2**63 - 1)
+    seed: int | None = Field(None, **bounds("seed"))
     response_format: ResponseFormat | None = None
     user: str | None = None
     # vLLM extras
-    top_k: int | None = Field(None, ge=-1, description="0 or -1 disables top-k.")
-    min_p: float | None = Field(None, ge=0, le=1)
-    typical_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
-    min_tokens: int | None = Field(None, ge=0)
+    top_k: int | None = Field(None, ge=-1, description="0 or -1 disables top-k.")  # vLLM's -1 becomes 0
+    min_p: float | None = Field(None, **bounds("min_p"))
+    typical_p: float | None = Field(None, **bounds("typical_p"))
+    repetition_penalty: float | None = Field(None, **bounds("repetition_penalty"), le=10)
+    min_tokens: int | None = Field(None, **bounds("min_tokens"))
     ignore_eos: bool | None = None
     guided_json: dict[str, Any] | str | None = None
 
@@ -113,7 +117,7 @@ class ChatCompletionRequest(SamplingFields):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: int | None = Field(None, **bounds("top_logprobs"))
     tools: list[ChatCompletionToolParam] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
@@ -128,7 +132,7 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     echo: bool | None = False
     best_of: int | None = Field(None, ge=1, le=16)
-    logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: int | None = Field(None, **bounds("top_logprobs"))
     max_tokens: int | None = Field(16, ge=1)
 
 
