@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
@@ -17,7 +16,7 @@ from app.api import health, middleware
 from app.api.management import routes as management_routes
 from app.api.ollama import routes as ollama_routes
 from app.api.openai import routes as openai_routes
-from app.engine.base import Engine
+from app.engine.base import Engine, ModelAdmin
 from app.lifecycle import Lifecycle
 from app.log import configure_logging
 from app.metrics import Metrics
@@ -42,43 +41,48 @@ def build_catalog(settings: Settings) -> Catalog:
     return ModelCatalog(settings, AliasStore(settings.registry_path), template_check=check)
 
 
-def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> Engine:
+def build_engine(settings: Settings, catalog: Catalog, metrics: Metrics) -> tuple[Engine, ModelAdmin]:
+    """The engine and the model admin, built from the same parts."""
     from app.remote.catalog import UpstreamCatalog
 
     if isinstance(catalog, UpstreamCatalog):  # the local engine sees local names; upstream ones are routed
+        from app.remote.admin import RoutingAdmin
         from app.remote.router import RoutingEngine
 
-        local = build_engine(settings, catalog.local, metrics)
-        return RoutingEngine(settings, local, catalog, metrics)
-    if settings.engine == "fake":
-        from app.engine.fake import FakeEngine
-
-        return FakeEngine(models=[settings.default_model], settings=settings)
+        local, local_admin = build_engine(settings, catalog.local, metrics)
+        model_configs: dict[str, dict[str, object]] = {}  # plain upstream models' options: written by the admin
+        routing = RoutingEngine(settings, local, catalog, metrics, model_configs)
+        return routing, RoutingAdmin(local_admin, catalog, model_configs)
+    from app.engine.admin import LocalModelAdmin
     from app.engine.transformers_engine import TransformersEngine
 
-    return TransformersEngine(settings, catalog, metrics)
+    engine = TransformersEngine.build(settings, catalog, metrics)
+    return engine, LocalModelAdmin(engine.parts, engine)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
     engine: Engine | None = None,
+    admin: ModelAdmin | None = None,
     catalog: Catalog | None = None,
     metrics: Metrics | None = None,
 ) -> FastAPI:
-    """Build the service. Tests pass a FakeEngine and their own Settings; production passes nothing."""
+    """Build the service. Tests pass their own engine (a test double) and Settings, and the model admin when they
+    test management (without one, /api/v1/models/* answer that there is no model management); production passes
+    nothing and gets both from `build_engine`."""
     settings = settings or get_settings()
     configure_logging(settings)
     metrics = metrics or Metrics()
     catalog = catalog or build_catalog(settings)
-    engine = engine or build_engine(settings, catalog, metrics)
+    if engine is None:
+        engine, built_admin = build_engine(settings, catalog, metrics)
+        admin = admin or built_admin
     lifecycle = Lifecycle(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        starter: Any = getattr(engine, "startup", None)
-        if starter is not None:
-            await starter()
+        await engine.startup()
         try:
             yield
         finally:
@@ -93,6 +97,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.admin = admin
     app.state.catalog = catalog
     app.state.metrics = metrics
     app.state.lifecycle = lifecycle

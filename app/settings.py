@@ -138,7 +138,6 @@ class Settings(BaseSettings):
     upstreams_file: Path | None = Field(None, description="A mounted JSON file with the same list.")
 
     # --- engine ---
-    engine: Literal["transformers", "fake"] = Field("transformers", description="fake: scripted, for smoke tests.")
     device: Literal["auto", "cuda", "cpu", "mps"] = Field("auto", description="Where models run.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."

@@ -44,8 +44,7 @@ async def _ready(request: Request, engine: EngineDep, settings: SettingsDep) -> 
     if settings.readiness != "server" and not engine.ready():
         return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "5"})
     if settings.readiness == "generate":
-        probe = getattr(engine, "probe", None)
-        if probe is not None and not await probe():
+        if not await engine.probe():
             return JSONResponse({"status": "generation probe failed"}, status_code=503)
     return JSONResponse({"status": "ok"})
 

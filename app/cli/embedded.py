@@ -1,5 +1,5 @@
 """An in-process server for `run`/`chat` when none is running: the real app under uvicorn in a background
-thread on a free loopback port, so the CLI uses one HTTP code path either way. Tests use it to host FakeEngine."""
+thread on a free loopback port, so the CLI uses one HTTP code path either way. Tests host their test engine in it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _default_factory(settings: Settings) -> Any:
     return create_app(settings)
 
 
-# The seam tests replace to run the CLI's embedded mode over a FakeEngine.
+# The seam tests replace to run the CLI's embedded mode over a test engine (tests/helpers/fake_engine.py).
 app_factory: AppFactory = _default_factory
 
 

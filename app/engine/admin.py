@@ -1,5 +1,6 @@
-"""The model-management operations behind /api/v1/models: what is available and fits, load status,
-background loads, and per-model default options."""
+"""The model admin behind /api/v1/models and /api/v1/cache/warm: what is available and fits, load status,
+background loads, per-model default options, and prefix-cache warm-up. An object of its own over the engine's
+parts (parts.py), handed to `create_app` beside the engine."""
 
 from __future__ import annotations
 
@@ -15,20 +16,22 @@ from app.param_rules import validate_options
 from app.registry.limits import check_options
 
 if TYPE_CHECKING:
-    from app.engine.manager import ModelManager
-    from app.registry.catalog_base import Catalog
-    from app.settings import Settings
+    from app.engine.base import Engine
+    from app.engine.parts import EngineParts
+    from app.engine.types import GenerationRequest
 
 log = logging.getLogger(__name__)
 
 
-class ModelAdminMixin:
-    """Mixed into TransformersEngine; kept apart so transformers_engine.py stays about generation."""
+class LocalModelAdmin:
+    """ModelAdmin (base.py) of the local models; `engine` serves the warm-up prefill."""
 
-    manager: ModelManager
-    catalog: Catalog
-    settings: Settings
-    model_configs: dict[str, dict[str, Any]]
+    def __init__(self, parts: EngineParts, engine: Engine) -> None:
+        self.settings = parts.settings
+        self.catalog = parts.catalog
+        self.manager = parts.manager
+        self.model_configs = parts.model_configs
+        self.engine = engine
 
     def available(self) -> list[dict[str, Any]]:
         free = self.manager.free_bytes()
@@ -97,6 +100,9 @@ class ModelAdminMixin:
             }
         return list(out.values())
 
+    def upstream_statuses(self) -> list[dict[str, Any]]:
+        return []  # the local models have no upstream
+
     async def begin_load(self, model: str, *, device: str | None, quantization: str | None) -> dict[str, Any]:
         resolved = self.catalog.resolve(model)
         if device not in (None, "auto", self.manager.device):
@@ -109,7 +115,7 @@ class ModelAdminMixin:
         if quantization is not None:
             resolved = dataclasses.replace(resolved, quantization=None if quantization == "none" else quantization)  # type: ignore[arg-type]
         key = resolved.load_key
-        if self.manager.find(key) is None and key not in self.manager._loading:
+        if self.manager.find(key) is None and not self.manager.is_loading(key):
 
             async def run() -> None:
                 try:
@@ -144,3 +150,13 @@ class ModelAdminMixin:
             check_options(options, self.settings)  # replayed into every request for the model: bounded like an alias's
             self.model_configs[resolved.base_name] = dict(options)
         return self.get_config(model)
+
+    async def warm(self, req: GenerationRequest) -> int:
+        """Prefill `req`'s prompt into the prefix cache without generating; returns the prompt's token count."""
+        warm_req = dataclasses.replace(req, sampling=dataclasses.replace(req.sampling, max_tokens=0))
+        chunks = await self.engine.start(warm_req)
+        tokens = 0
+        async for chunk in chunks:
+            if chunk.usage is not None:
+                tokens = chunk.usage.prompt_tokens
+        return tokens

@@ -30,13 +30,10 @@ from app.errors import InvalidRequest
 from app.metrics import LOCAL_BACKEND
 
 if TYPE_CHECKING:
-    from app.engine.admission import Admission
-    from app.engine.manager import ModelManager, Resident
+    from app.engine.manager import Resident
+    from app.engine.parts import EngineParts
     from app.engine.scheduler import BatchScheduler
-    from app.metrics import Metrics
-    from app.registry.catalog_base import Catalog
     from app.registry.types import ResolvedModel
-    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +181,15 @@ class EmbedBatcher:
             self._schedule()
 
 
-class EmbeddingMixin:
-    """Mixed into TransformersEngine: `embed` shares residency, keep_alive and backpressure with generation."""
+class Embedder:
+    """`embed` on resident models: shares residency, keep_alive and backpressure (the parts) with generation."""
 
-    settings: Settings
-    catalog: Catalog
-    manager: ModelManager
-    metrics: Metrics
-    admission: Admission
+    def __init__(self, parts: EngineParts) -> None:
+        self.settings = parts.settings
+        self.catalog = parts.catalog
+        self.manager = parts.manager
+        self.metrics = parts.metrics
+        self.admission = parts.admission
 
     def refuse_embedding_only(self, req: GenerationRequest, resolved: ResolvedModel) -> None:
         """A chat or generate request to an embedding model is a 400 before anything loads (Ollama's words)."""
@@ -199,33 +197,31 @@ class EmbeddingMixin:
             kind = "chat" if req.messages is not None else "generate"
             raise InvalidRequest(f'"{req.model}" does not support {kind}', param="model")
 
-    async def probe_embedding(self, model: str) -> bool:
+    async def probe(self, model: str) -> bool:
         """The readiness probe of an embedding model (it cannot generate a token): one vector. False for others."""
-        if encoders.spec_of(self.catalog.resolve(model).source) is None:
+        resolved = self.catalog.resolve(model)
+        if encoders.spec_of(resolved.source) is None:
             return False
-        await self.embed(EmbeddingRequest(model=model, inputs=("Hi",)))
+        await self.embed(EmbeddingRequest(model=model, inputs=("Hi",)), resolved)
         return True
 
-    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+    async def embed(self, req: EmbeddingRequest, resolved: ResolvedModel | None = None) -> Embeddings:
         started = time.perf_counter()
-        resolved = self.catalog.resolve(req.model)
+        resolved = resolved or self.catalog.resolve(req.model)
         if req.dimensions is not None and req.dimensions < 1:
             raise InvalidRequest("dimensions must be a positive integer", param="dimensions")
         limits.check_embedding(req, self.settings)
-        self.admission.enter()
-        try:
+        with self.admission.enter() as ticket:
             res = await self.manager.acquire(resolved, resolved.keep_alive(req.keep_alive))
-        finally:
-            self.admission.leave()
-        load_ns = int((time.perf_counter() - started) * 1e9)
-        label = self.metrics.model_label(req.model)
-        self.metrics.requests_running.inc()
-        try:
-            vectors, tokens = await self._embed_on(res, req)
-        finally:
-            self.metrics.requests_running.dec()
-            if self.manager.release_and_maybe_unload(res):
-                asyncio.get_running_loop().create_task(self.manager.unload(res.resolved))
+            load_ns = int((time.perf_counter() - started) * 1e9)
+            label = self.metrics.model_label(req.model)
+            ticket.run()
+            try:
+                vectors, tokens = await self._embed_on(res, req)
+            finally:
+                ticket.close()
+                if self.manager.release_and_maybe_unload(res):
+                    asyncio.get_running_loop().create_task(self.manager.unload(res.resolved))
         self.metrics.prompt_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(tokens)
         total = time.perf_counter() - started
         self.metrics.request_duration.labels(model=label, backend=LOCAL_BACKEND).observe(total)

@@ -116,6 +116,10 @@ class ModelManager:
     def find(self, key: str) -> Resident | None:
         return self.residents.get(key)
 
+    def is_loading(self, key: str) -> bool:
+        """A load of `key` is under way (a second request for it would wait for that load)."""
+        return key in self._loading
+
     async def acquire(self, resolved: ResolvedModel, keep_alive: float | None, *, pinned: bool = False) -> Resident:
         """The resident copy of `resolved`, loading it first if needed; counts one in-flight use."""
         res = await self.ensure(resolved, keep_alive, pinned=pinned)

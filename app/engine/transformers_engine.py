@@ -1,5 +1,6 @@
 """TransformersEngine: turns a GenerationRequest into a sequence in a resident model's batch, and its tokens
-back into Chunks (with tool-call parsing, timings and metrics)."""
+back into Chunks (with tool-call parsing, timings and metrics). Embeddings go to its `Embedder`; the model admin
+(admin.py) is a separate object over the same parts (parts.py)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,20 @@ from typing import Any
 
 from app.engine import limits
 from app.engine import tools as tooling
-from app.engine.admin import ModelAdminMixin
-from app.engine.admission import Admission
+from app.engine.admission import Ticket
 from app.engine.detok import IncrementalDetokenizer
-from app.engine.embeddings import EmbeddingMixin
+from app.engine.embeddings import Embedder
 from app.engine.formats import ConstraintSpec, spec_for_format, validate_format
-from app.engine.manager import ModelManager, Resident
+from app.engine.manager import Resident
+from app.engine.parts import EngineParts
 from app.engine.sampling import RowSampler
 from app.engine.sequence import Sequence
 from app.engine.stopping import StopMatcher
 from app.engine.template_sandbox import RenderGuard, TemplateSandbox
 from app.engine.types import (
     Chunk,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     GenerationRequest,
     Message,
@@ -36,7 +39,7 @@ from app.errors import GenerationFailed, InvalidRequest
 from app.metrics import LOCAL_BACKEND, Metrics
 from app.param_rules import check_params
 from app.registry.catalog_base import Catalog
-from app.registry.types import Alias
+from app.registry.types import Alias, ResolvedModel
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,19 +48,26 @@ log = logging.getLogger(__name__)
 DEFAULT_RESERVE = 512
 
 
-class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
-    def __init__(self, settings: Settings, catalog: Catalog, metrics: Metrics) -> None:
-        self.settings = settings
-        self.catalog = catalog
-        self.metrics = metrics
-        self.manager = ModelManager(settings, metrics)
-        self.admission = Admission(settings.max_queue, metrics)
-        self._preload: list[str] = settings.preload_list
+class TransformersEngine:
+    """The Engine (base.py) over resident transformers models."""
+
+    def __init__(self, parts: EngineParts, embedder: Embedder | None = None) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.catalog = parts.catalog
+        self.metrics = parts.metrics
+        self.manager = parts.manager
+        self.admission = parts.admission
+        self.embedder = embedder or Embedder(parts)
+        self._preload: list[str] = parts.settings.preload_list
         self._preloaded: set[str] = set()
         self._preload_task: asyncio.Task[None] | None = None
-        # Default options of plain models set through PUT /api/v1/models/config (aliases persist theirs).
-        self.model_configs: dict[str, dict[str, Any]] = {}
-        self.sandbox = TemplateSandbox.from_settings(settings)
+        self.sandbox = TemplateSandbox.from_settings(parts.settings)
+
+    @classmethod
+    def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics) -> TransformersEngine:
+        """The engine over freshly built parts (the model admin, when wanted, is built from `engine.parts`)."""
+        return cls(EngineParts.build(settings, catalog, metrics))
 
     # ---- lifecycle ----
     async def startup(self) -> None:
@@ -91,7 +101,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
     async def probe(self) -> bool:
         if not self._preload:
             return True
-        if await self.probe_embedding(self._preload[0]):
+        if await self.embedder.probe(self._preload[0]):
             return True
         chunks = await self.start(
             GenerationRequest(model=self._preload[0], prompt="Hi", raw=True, sampling=SamplingParams(max_tokens=1))
@@ -107,8 +117,10 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         # The template sandbox is the process's (shared with the alias check); its workers end with the process.
 
     # ---- residency ----
-    async def load(self, model: str, *, keep_alive: float | None = None) -> float:
-        resolved = self.catalog.resolve(model)
+    async def load(
+        self, model: str, *, keep_alive: float | None = None, resolved: ResolvedModel | None = None
+    ) -> float:
+        resolved = resolved or self.catalog.resolve(model)
         before = self.manager.find(resolved.load_key)
         if keep_alive == 0:
             await self.manager.unload(resolved)
@@ -117,33 +129,37 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
         await self.manager.ensure(resolved, resolved.keep_alive(keep_alive))
         return 0.0 if before is not None else time.perf_counter() - started
 
-    async def unload(self, model: str, *, force: bool = False) -> bool:
-        return await self.manager.unload(self.catalog.resolve(model), force=force)
+    async def unload(self, model: str, *, force: bool = False, resolved: ResolvedModel | None = None) -> bool:
+        return await self.manager.unload(resolved or self.catalog.resolve(model), force=force)
 
     def running(self) -> list[RunningModel]:
         return self.manager.running()
 
+    # ---- embeddings ----
+    async def embed(self, req: EmbeddingRequest, resolved: ResolvedModel | None = None) -> Embeddings:
+        return await self.embedder.embed(req, resolved)
+
     # ---- generation ----
-    async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
-        resolved = self.catalog.resolve(req.model)
-        self.refuse_embedding_only(req, resolved)
+    async def start(self, req: GenerationRequest, resolved: ResolvedModel | None = None) -> AsyncIterator[Chunk]:
+        resolved = resolved or self.catalog.resolve(req.model)
+        self.embedder.refuse_embedding_only(req, resolved)
         alias = resolved.alias
         limits.check_generation(req, self.settings)
         fmt = req.format if req.format not in (None, "") else _alias_format(alias)
         validate_format(fmt)
         tool_choice = tooling.validate_tools(req.tools, req.tool_choice)
-        self.admission.enter()
+        ticket = self.admission.enter()
         queued_at = time.perf_counter()
         try:
             load_started = time.perf_counter()
             res = await self.manager.acquire(resolved, resolved.keep_alive(req.keep_alive))
             load_ns = int((time.perf_counter() - load_started) * 1e9)
         except BaseException:
-            self.admission.leave()
+            ticket.close()
             raise
         try:
             alias_params = SamplingParams.from_dict(alias.options) if alias else SamplingParams()
-            model_params = SamplingParams.from_dict(self.model_configs.get(resolved.base_name, {}))
+            model_params = SamplingParams.from_dict(self.parts.model_configs.get(resolved.base_name, {}))
             params = req.sampling.merged(alias_params).merged(model_params).merged(res.defaults).resolved()
             check_params(params)
             num_ctx = min(params.num_ctx or self.settings.context_length, res.context_length)
@@ -193,13 +209,13 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 top_logprobs=(params.top_logprobs or 0) if params.logprobs else -1,
             )
         except BaseException:
-            self.admission.leave()
+            ticket.close()
             self._release(res)
             raise
         if seq.max_new_tokens == 0:
             seq.prefill_only = True
         res.scheduler.submit(seq)
-        ctx = _StreamContext(res, seq, queue, req, tool_choice, queued_at, load_ns)
+        ctx = _StreamContext(res, seq, queue, req, tool_choice, queued_at, load_ns, ticket)
         return self._stream(ctx)
 
     def _render(
@@ -275,8 +291,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                 item = await queue.get()
                 if waiting:
                     waiting = False
-                    self.admission.leave()
-                    self.metrics.requests_running.inc()
+                    ctx.ticket.run()
                     self.metrics.queue_time.labels(model=label, backend=LOCAL_BACKEND).observe(
                         max(0.0, seq.admitted_at - ctx.queued_at)
                     )
@@ -312,10 +327,7 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
                     log.info("content: prompt=%r completion=%r", req.messages or req.prompt, ctx.seq.detok.text())
                 return
         finally:
-            if waiting:
-                self.admission.leave()
-            else:
-                self.metrics.requests_running.dec()
+            ctx.ticket.close()
             if not finished:
                 res.scheduler.cancel(seq)
                 # Count what a cancelled request did generate, so the token counters show generation stopping.
@@ -369,17 +381,6 @@ class TransformersEngine(ModelAdminMixin, EmbeddingMixin):
             span = seq.token_times[-1] - seq.token_times[0]
             self.metrics.tpot.labels(model=label, backend=LOCAL_BACKEND).observe(span / (len(seq.token_times) - 1))
 
-    # ---- cache warm-up ----
-    async def warm(self, req: GenerationRequest) -> int:
-        """Prefill `req`'s prompt into the prefix cache without generating; returns the prompt's token count."""
-        warm_req = dataclasses.replace(req, sampling=dataclasses.replace(req.sampling, max_tokens=0))
-        chunks = await self.start(warm_req)
-        tokens = 0
-        async for chunk in chunks:
-            if chunk.usage is not None:
-                tokens = chunk.usage.prompt_tokens
-        return tokens
-
 
 @dataclasses.dataclass
 class _StreamContext:
@@ -390,6 +391,7 @@ class _StreamContext:
     tool_choice: str
     queued_at: float
     load_ns: int
+    ticket: Ticket
 
 
 def _alias_format(alias: Alias | None) -> Any:

@@ -14,12 +14,12 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
 from app.engine.types import Chunk, FinishReason, GenerationRequest, Usage
 from app.errors import InvalidRequest, ModelNotFound
 from app.main import create_app
 from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
 from app.settings import Settings
+from tests.helpers.fake_engine import FakeEngine
 
 
 class FakeCatalog:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
 from app.engine.types import GenerationRequest
 from app.errors import ServiceError
 from app.log import request_id
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 USER = {"Authorization": "Bearer user-key"}

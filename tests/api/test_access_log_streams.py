@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.engine.fake import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 USER = [{"role": "user", "content": "Hi"}]

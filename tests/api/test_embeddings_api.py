@@ -14,7 +14,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FAKE_DIMS, FakeEngine
+from tests.helpers.fake_engine import FAKE_DIMS, FakeEngine
 
 MODEL = "smollm2:135m"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 
 def test_root_and_version(client: TestClient) -> None:
@@ -128,7 +128,7 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 def test_http_layer_does_not_import_torch() -> None:
     code = (
         "import sys; import app.main, app.api.ollama.routes, app.api.openai.routes, app.cli.main; "
-        "from app.engine.fake import FakeEngine; "
+        "from tests.helpers.fake_engine import FakeEngine; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, "
         "[m for m in sys.modules if m.startswith(('torch', 'transformers'))][:5]"
     )

@@ -13,10 +13,10 @@ import pytest
 
 from app.cli.embedded import EmbeddedServer
 from app.cli.main import main
-from app.engine.fake import FakeEngine
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
+from tests.helpers.fake_engine import FakeEngine
 
 
 def closed_port() -> int:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from app.cli.embedded import EmbeddedServer
-from app.engine.fake import FakeEngine
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
 from tests.cli.conftest import CliRunner
+from tests.helpers.fake_engine import FakeEngine
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from app.cli import embedded
-from app.engine.fake import FakeEngine
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
 from tests.cli.conftest import CliRunner, closed_port
+from tests.helpers.fake_engine import FakeEngine
 
 try:
     import app.registry.catalog  # noqa: F401

@@ -19,12 +19,12 @@ import httpx
 import pytest
 import uvicorn
 
-from app.engine.fake import FakeEngine
 from app.main import create_app
 from app.server import DrainingServer
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
 from tests.cli.conftest import closed_port
+from tests.helpers.fake_engine import FakeEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -122,11 +122,12 @@ def test_python_m_app_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = closed_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
     env.update(
-        HUGLLAMA_ENGINE="fake", HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_PRELOAD="",
+        HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_PRELOAD="",
         HUGLLAMA_LOG_LEVEL="WARNING", HUGLLAMA_SHUTDOWN_GRACE_SECONDS="2", HF_HUB_CACHE=str(tmp_path / "hf"),
     )  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)],
+        # `python -m app` over a FakeEngine (tests/helpers/fake_server.py runs app/__main__.py itself).
+        [sys.executable, "-m", "tests.helpers.fake_server", "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

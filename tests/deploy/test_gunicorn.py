@@ -90,7 +90,7 @@ def test_gunicorn_loads_the_app_with_this_config(tmp_path: Path) -> None:
     """`gunicorn --check-config` imports the config and the app factory exactly as the container's CMD does."""
     pytest.importorskip("app.main")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
-    env |= {"HUGLLAMA_ENGINE": "fake", "HUGLLAMA_HOME": str(tmp_path / "home"), "HUGLLAMA_HOST": "127.0.0.1:18434"}
+    env |= {"HUGLLAMA_HOME": str(tmp_path / "home"), "HUGLLAMA_HOST": "127.0.0.1:18434"}
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--check-config", "--config", str(CONF)],
         capture_output=True,

@@ -36,34 +36,32 @@ def available_payload(models: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _upstream(engine: object, name: str) -> dict[str, Any] | None:
-    statuses = getattr(engine, "upstream_statuses", None)
-    if statuses is None:
+def _upstream(admin: ModelAdmin | None, name: str) -> dict[str, Any] | None:
+    if admin is None:
         return None
-    return next((u for u in statuses() if u["name"] == name), None)
+    return next((u for u in admin.upstream_statuses() if u["name"] == name), None)
 
 
-def load_name(name: str, settings: Settings, engine: object) -> str:
+def load_name(name: str, settings: Settings, admin: ModelAdmin) -> str:
     """With the one-upstream shorthand, /load names a model on that backend (`X` means `<type>/X`)."""
     kind = settings.llm_backend_type
-    if kind == "local" or _upstream(engine, kind) is None:
+    if kind == "local" or _upstream(admin, kind) is None:
         return name
-    upstreams = {u["name"] for u in engine.upstream_statuses()}  # type: ignore[attr-defined]
+    upstreams = {u["name"] for u in admin.upstream_statuses()}
     return name if name.split("/", 1)[0].lower() in upstreams else f"{kind}/{name}"
 
 
-def active_model(engine: object, settings: Settings) -> str | None:
+def active_model(admin: ModelAdmin | None, settings: Settings) -> str | None:
     """The model the design's single-model answers describe: the backend's selected (last loaded) model, else
     DEFAULT_MODEL_NAME_OR_PATH, else (locally) the default model."""
     kind = settings.llm_backend_type
     default = settings.default_model_name_or_path or None
     if kind != "local":
-        up = _upstream(engine, kind)
+        up = _upstream(admin, kind)
         if up is not None and up.get("active_model"):
             return str(up["active_model"])
         return f"{kind}/{default}" if default else None
-    admin = engine if hasattr(engine, "statuses") else None
-    local = [s for s in (admin.statuses() if admin else []) if not s.get("backend")]  # type: ignore[attr-defined]
+    local = [s for s in (admin.statuses() if admin is not None else []) if not s.get("backend")]
     if local:
         latest = max(local, key=lambda s: s.get("started_at") or s.get("finished_at") or 0)
         return str(latest["model"])
@@ -124,7 +122,7 @@ def status_payload(admin: ModelAdmin, settings: Settings) -> dict[str, Any]:
     out["generation_config"] = generation_config
     out["backend_details"] = details
     out["models"] = statuses
-    ups = getattr(admin, "upstream_statuses", None)
-    if ups is not None:
-        out["upstreams"] = ups()
+    upstreams = admin.upstream_statuses()
+    if upstreams:  # only with upstreams configured (the local payload has no such key)
+        out["upstreams"] = upstreams
     return out

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
 from app.engine.types import Chunk, FinishReason, Timings, TokenLogprob, ToolCall, TopLogprob, Usage
 from app.engine.types import Message as EngineMessage
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 USER = [{"role": "user", "content": "Hi"}]

@@ -9,8 +9,8 @@ from typing import Any
 import ollama
 import pytest
 
-from app.engine.fake import FakeEngine
 from app.engine.types import ToolCall
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 USER = [{"role": "user", "content": "Hi"}]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 

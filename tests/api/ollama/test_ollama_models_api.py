@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
 from app.errors import InvalidRequest, ModelNotFound, UpstreamUnavailable
 from app.registry.types import Alias
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from app.engine.fake import FakeEngine
 from app.engine.types import ToolCall
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 HI: Any = [{"role": "user", "content": "hi"}]

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.engine.fake import FakeEngine
 from app.engine.types import Chunk, FinishReason, TokenLogprob, TopLogprob, Usage
 from app.registry.types import Alias
+from tests.helpers.fake_engine import FakeEngine
 
 MODEL = "smollm2:135m"
 

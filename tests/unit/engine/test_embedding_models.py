@@ -83,7 +83,7 @@ def test_tags_carry_capabilities(settings: Settings, models_dir: Path, cache: Pa
 
 def _engine(settings: Settings, models_dir: Path, cache: Path, **update: object) -> TransformersEngine:
     s = settings.model_copy(update={"models_dir": models_dir, "device": "cpu", "dtype": "float32", **update})
-    return TransformersEngine(s, ModelCatalog(s, cache_dir=cache), Metrics())
+    return TransformersEngine.build(s, ModelCatalog(s, cache_dir=cache), Metrics())
 
 
 def test_engine_embeds_refuses_generation_and_batches(settings: Settings, models_dir: Path, cache: Path) -> None:

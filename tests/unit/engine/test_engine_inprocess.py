@@ -41,7 +41,7 @@ def _engine(settings: Settings, models_dir: Path, tmp_path: Path, **update: Any)
     s = settings.model_copy(
         update={"models_dir": models_dir, "device": "cpu", "dtype": "float32", "torch_threads": 1, **update}
     )
-    return TransformersEngine(s, ModelCatalog(s, cache_dir=tmp_path / "hub"), Metrics())
+    return TransformersEngine.build(s, ModelCatalog(s, cache_dir=tmp_path / "hub"), Metrics())
 
 
 def _run(engine: TransformersEngine, scenario: Callable[[], Awaitable[None]]) -> None:

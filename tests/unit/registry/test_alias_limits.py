@@ -93,12 +93,11 @@ def test_show_modelfile_names_the_model_not_a_path(catalog: ModelCatalog, models
 def test_model_default_options_are_capped_like_an_alias(settings: Settings) -> None:
     from types import SimpleNamespace
 
-    from app.engine.admin import ModelAdminMixin
+    from app.engine.admin import LocalModelAdmin
 
-    admin = ModelAdminMixin()
-    admin.settings = settings
-    admin.model_configs = {}
-    admin.catalog = SimpleNamespace(resolve=lambda name: SimpleNamespace(alias=None, base_name="m:latest"))  # type: ignore[assignment]
+    catalog = SimpleNamespace(resolve=lambda name: SimpleNamespace(alias=None, base_name="m:latest"))
+    parts = SimpleNamespace(settings=settings, catalog=catalog, manager=None, model_configs={})
+    admin = LocalModelAdmin(parts, engine=None)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest) as info:
         admin.put_config("m", {"stop": ["x"] * 17})
     assert info.value.param == "stop" and admin.model_configs == {}

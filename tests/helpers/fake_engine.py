@@ -1,4 +1,5 @@
-"""FakeEngine: a scripted engine for API tests and `HUGLLAMA_ENGINE=fake` smoke runs without a model."""
+"""FakeEngine: a scripted test double of the Engine interface (app/engine/base.py) for HTTP-layer and CLI tests
+without a model. It lives here, not in app/: nothing the service ships builds it."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from app.engine.types import (
     Usage,
 )
 from app.errors import GenerationFailed, InvalidRequest, ModelNotFound
+from app.registry.types import ResolvedModel
 from app.settings import Settings
 
 FAKE_DIMS = 8
@@ -61,7 +63,13 @@ class FakeEngine:
         if base not in self.models and f"{base}:latest" not in self.models:
             raise ModelNotFound(name)
 
-    async def start(self, req: GenerationRequest) -> AsyncIterator[Chunk]:
+    async def startup(self) -> None:
+        pass
+
+    async def probe(self) -> bool:
+        return True
+
+    async def start(self, req: GenerationRequest, resolved: ResolvedModel | None = None) -> AsyncIterator[Chunk]:
         self._check(req.model)
         limits.check_generation(req, self.settings)
         self.requests.append(req)
@@ -107,7 +115,7 @@ class FakeEngine:
             self.cancelled = True
             raise
 
-    async def embed(self, req: EmbeddingRequest) -> Embeddings:
+    async def embed(self, req: EmbeddingRequest, resolved: ResolvedModel | None = None) -> Embeddings:
         """FAKE_DIMS-long vectors derived from each input's hash (not unit length unless `normalize`)."""
         self._check(req.model)
         self.embed_requests.append(req)
@@ -125,12 +133,14 @@ class FakeEngine:
         tokens = sum(len(t.split()) for t in req.inputs)
         return Embeddings(vectors=tuple(vectors), prompt_tokens=tokens, load_ns=1000, total_ns=1_000_000)
 
-    async def load(self, model: str, *, keep_alive: float | None = None) -> float:
+    async def load(
+        self, model: str, *, keep_alive: float | None = None, resolved: ResolvedModel | None = None
+    ) -> float:
         self._check(model)
         self.loaded[model] = time.time()
         return 0.0
 
-    async def unload(self, model: str, *, force: bool = False) -> bool:
+    async def unload(self, model: str, *, force: bool = False, resolved: ResolvedModel | None = None) -> bool:
         if model in self.pinned and not force:
             return False
         return self.loaded.pop(model, None) is not None
