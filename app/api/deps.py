@@ -1,8 +1,10 @@
-"""FastAPI dependency aliases: the collaborators `create_app` put on `app.state`, and the request's id."""
+"""FastAPI dependency aliases: the collaborators `create_app` put on `app.state`, the request's id, and `Call`: all
+a protocol handler works with besides its body."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -33,3 +35,22 @@ CatalogDep = Annotated[Catalog, Depends(_state("catalog"))]
 SettingsDep = Annotated[Settings, Depends(_state("settings"))]
 MetricsDep = Annotated[Metrics, Depends(_state("metrics"))]
 RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One protocol call's collaborators: the request (watched for the client leaving), its id, the engine, the
+    catalog and the metrics."""
+
+    request: Request
+    request_id: str
+    engine: Engine
+    catalog: Catalog
+    metrics: Metrics
+
+
+def _call(request: Request, rid: RequestIdDep, engine: EngineDep, catalog: CatalogDep, metrics: MetricsDep) -> Call:
+    return Call(request, rid, engine, catalog, metrics)
+
+
+CallDep = Annotated[Call, Depends(_call)]

@@ -1,9 +1,10 @@
 """How both protocols answer from engine streams: one encoder lifecycle, stream framing, and the one place that
 turns failures into in-band error events.
 
-Each protocol's encoder (`ChunkEncoder`: Ollama's `ResponseBuilder`, OpenAI's `ChatStream` and `CompletionStream`)
-turns engine chunks into its bodies; `encode_stream` frames them (Ollama NDJSON lines; OpenAI SSE `data:` events
-ending with `data: [DONE]`) and `encode_response` folds them into the one non-streamed body. Errors before the
+Both protocols answer the same way (`start_all`, then `answer`): every engine stream is started before the first
+byte, then the protocol's encoder (`ChunkEncoder`: Ollama's `GenerationStream`, OpenAI's `ChatStream` and
+`CompletionStream`) turns the chunks into its bodies, framed by the protocol's `Framing` (Ollama NDJSON lines;
+OpenAI SSE `data:` events ending with `data: [DONE]`) or folded into the one non-streamed body. Errors before the
 first byte keep their real status (raised before the response is built); after it, `guarded_stream` emits one
 protocol error event and ends the stream. `iterate_in_thread` drives a blocking generator (a pull) from the loop.
 """
@@ -16,13 +17,15 @@ import json
 import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
-from app.engine.types import Chunk
+from app.engine.base import Engine
+from app.engine.types import Chunk, GenerationRequest
 from app.errors import Cancelled, ServiceError
 from app.metrics import Metrics
 
@@ -251,3 +254,53 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]], *, name: str) -> As
                 return
     finally:
         stop.set()
+
+
+# --- answering ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How one protocol puts bodies on the wire: each streamed body (`frame`), an in-band error (`error`), the
+    stream's last event (`closing`), and the one non-streamed body as a response (`whole`)."""
+
+    media_type: str
+    frame: Callable[[Any], str]
+    error: Callable[[ServiceError], str]
+    whole: Callable[[Any], Response]
+    closing: str | None = None
+
+
+async def start_all(
+    request: Request, engine: Engine, requests: Sequence[GenerationRequest], metrics: Metrics
+) -> list[AsyncIterator[Chunk]]:
+    """Start every choice before the first byte; if one start fails, the ones already started are closed."""
+    streams: list[AsyncIterator[Chunk]] = []
+    try:
+        for req in requests:
+            # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
+            streams.append(await until_disconnect(request, engine.start(req), metrics))
+    except BaseException:
+        for stream in streams:
+            await aclose_quietly(stream)
+        raise
+    return streams
+
+
+async def answer(
+    request: Request,
+    metrics: Metrics,
+    encoder: ChunkEncoder[Any],
+    streams: Sequence[AsyncIterator[Chunk]],
+    *,
+    stream: bool,
+    framing: Framing,
+) -> Response:
+    """The started streams as the protocol's answer: framed events when streaming, else the one body. Both come
+    from the same encoder."""
+    chunks = merge(streams)
+    if stream:
+        events = encode_stream(encoder, chunks, framing.frame)
+        guarded = guarded_stream(events, framing.error, metrics=metrics, closing=framing.closing)
+        return stream_response(guarded, framing.media_type)
+    return framing.whole(await until_disconnect(request, encode_response(encoder, chunks), metrics))

@@ -18,24 +18,23 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from app.api.body import JSONBodyRoute, parse_json_body
-from app.api.deps import CatalogDep, EngineDep, MetricsDep, RequestIdDep, SettingsDep
+from app.api.deps import Call, CallDep, CatalogDep, EngineDep, MetricsDep, SettingsDep
 from app.api.errors import ollama_body
 from app.api.ollama import convert, responses, schemas
 from app.api.streaming import (
     NDJSON,
+    Framing,
     aclose_quietly,
+    answer,
     encode_ndjson,
-    encode_response,
-    encode_stream,
     guarded_stream,
     iterate_in_thread,
-    merge,
+    start_all,
     stream_response,
     until_disconnect,
 )
 from app.engine.types import EmbeddingRequest, Embeddings, GenerationRequest
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
-from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +66,9 @@ def _error_line(err: ServiceError) -> str:
     return encode_ndjson(ollama_body(err.message))  # the same rendering (no server paths) as before the stream
 
 
+NDJSON_FRAMING = Framing(media_type=NDJSON, frame=encode_ndjson, error=_error_line, whole=_json)
+
+
 def _not_supported(message: str) -> Response:
     return JSONResponse({"error": message}, status_code=501)
 
@@ -74,110 +76,68 @@ def _not_supported(message: str) -> Response:
 # --- generation -------------------------------------------------------------------------------------------------
 
 
-async def _generation(
-    request: Request,
-    kind: responses.Kind,
-    model: str,
-    gen: GenerationRequest,
-    stream: bool,
-    engine: EngineDep,
-    metrics: Metrics,
-) -> Response:
+def _resolved(call: Call, model: str | None, missing: ServiceError) -> str:
+    """The requested model name, checked against the catalog before anything else (a 404 or an invalid name comes
+    first, as Ollama orders them); `missing` when there is none (Ollama words that per route)."""
+    if not model:
+        raise missing
+    call.catalog.resolve(model)
+    return model
+
+
+async def _generation(call: Call, kind: responses.Kind, model: str, gen: GenerationRequest, stream: bool) -> Response:
+    """A load or unload request's one object, else the answer (NDJSON lines or one object)."""
     action = convert.lifecycle_action(gen)
     if action == "unload":
-        await engine.unload(model)
+        await call.engine.unload(model)
     elif action == "load":
-        await engine.load(model, keep_alive=gen.keep_alive)
+        await call.engine.load(model, keep_alive=gen.keep_alive)
     if action is not None:  # a single object even when streaming, like Ollama (Open WebUI reads it with .json())
         return _json(responses.load_response(kind, model, action, time.time_ns()))
-    # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
-    chunks = merge([await until_disconnect(request, engine.start(gen), metrics)])
+    streams = await start_all(call.request, call.engine, [gen], call.metrics)
     encoder = responses.GenerationStream(kind, model, raw=gen.raw)
-    if stream:
-        return stream_response(
-            guarded_stream(encode_stream(encoder, chunks, encode_ndjson), _error_line, metrics=metrics), NDJSON
-        )
-    return _json(await until_disconnect(request, encode_response(encoder, chunks), metrics))
+    return await answer(call.request, call.metrics, encoder, streams, stream=stream, framing=NDJSON_FRAMING)
 
 
 @router.post("/generate", response_model=schemas.GenerateResponse, responses=_STREAMED)
-async def generate(
-    req: schemas.GenerateRequest,
-    request: Request,
-    request_id: RequestIdDep,
-    engine: EngineDep,
-    catalog: CatalogDep,
-    metrics: MetricsDep,
-) -> Response:
+async def generate(req: schemas.GenerateRequest, call: CallDep) -> Response:
     """Completion. NDJSON stream unless `"stream": false`. `template` is a Jinja template (not Go); `shift` is
     accepted, but the context is never shifted (generation stops with "length")."""
-    if not req.model:
-        raise ModelNotFound("")
-    catalog.resolve(req.model)  # 404 / invalid name before any other check, as Ollama orders them
-    gen = convert.to_generate_request(req, request_id=request_id)
-    return await _generation(request, "generate", req.model, gen, req.stream is not False, engine, metrics)
+    model = _resolved(call, req.model, ModelNotFound(""))
+    gen = convert.to_generate_request(req, request_id=call.request_id)
+    return await _generation(call, "generate", model, gen, req.stream is not False)
 
 
 @router.post("/chat", response_model=schemas.ChatResponse, responses=_STREAMED)
-async def chat(
-    req: schemas.ChatRequest,
-    request: Request,
-    request_id: RequestIdDep,
-    engine: EngineDep,
-    catalog: CatalogDep,
-    metrics: MetricsDep,
-) -> Response:
+async def chat(req: schemas.ChatRequest, call: CallDep) -> Response:
     """Chat completion. NDJSON stream unless `"stream": false`; tool calls arrive in their own chunk."""
-    if not req.model:
-        raise InvalidRequest("model is required", param="model")
-    catalog.resolve(req.model)
-    gen = convert.to_chat_request(req, request_id=request_id)
-    return await _generation(request, "chat", req.model, gen, req.stream is not False, engine, metrics)
+    model = _resolved(call, req.model, InvalidRequest("model is required", param="model"))
+    gen = convert.to_chat_request(req, request_id=call.request_id)
+    return await _generation(call, "chat", model, gen, req.stream is not False)
 
 
-async def _embeddings(
-    request: Request, engine: EngineDep, metrics: Metrics, emb: EmbeddingRequest
-) -> Embeddings | None:
+async def _embeddings(call: Call, emb: EmbeddingRequest) -> Embeddings | None:
     """None when there is nothing to embed: the request only loads the model, as in Ollama."""
     if not emb.inputs:
-        await engine.load(emb.model, keep_alive=emb.keep_alive)
+        await call.engine.load(emb.model, keep_alive=emb.keep_alive)
         return None
-    return await until_disconnect(request, engine.embed(emb), metrics)
+    return await until_disconnect(call.request, call.engine.embed(emb), call.metrics)
 
 
 @router.post("/embed", response_model=schemas.EmbedResponse)
-async def embed(
-    req: schemas.EmbedRequest,
-    request: Request,
-    request_id: RequestIdDep,
-    engine: EngineDep,
-    catalog: CatalogDep,
-    metrics: MetricsDep,
-) -> Response:
+async def embed(req: schemas.EmbedRequest, call: CallDep) -> Response:
     """Embeddings: one L2-normalised vector per input (the mean of the model's last hidden states over the
     input's tokens). An empty or missing `input` only loads the model."""
-    if not req.model:
-        raise ModelNotFound("")
-    catalog.resolve(req.model)
-    out = await _embeddings(request, engine, metrics, convert.to_embed_request(req, request_id=request_id))
-    return _json(responses.to_embed_response(req.model, out))
+    model = _resolved(call, req.model, ModelNotFound(""))
+    out = await _embeddings(call, convert.to_embed_request(req, request_id=call.request_id))
+    return _json(responses.to_embed_response(model, out))
 
 
 @router.post("/embeddings", response_model=schemas.EmbeddingsResponse)
-async def embeddings(
-    req: schemas.EmbeddingsRequest,
-    request: Request,
-    request_id: RequestIdDep,
-    engine: EngineDep,
-    catalog: CatalogDep,
-    metrics: MetricsDep,
-) -> Response:
+async def embeddings(req: schemas.EmbeddingsRequest, call: CallDep) -> Response:
     """Legacy single embedding: `prompt` in, `{"embedding": [...]}` out, not normalised (as Ollama does)."""
-    if not req.model:
-        raise InvalidRequest("model is required", param="model")
-    catalog.resolve(req.model)
-    emb = convert.to_legacy_embedding_request(req, request_id=request_id)
-    out = await _embeddings(request, engine, metrics, emb)
+    _resolved(call, req.model, InvalidRequest("model is required", param="model"))
+    out = await _embeddings(call, convert.to_legacy_embedding_request(req, request_id=call.request_id))
     return _json(schemas.EmbeddingsResponse(embedding=list(out.vectors[0]) if out else []))
 
 

@@ -3,14 +3,11 @@ over convert, embeddings and responses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
-
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.api.body import JSONBodyRoute
-from app.api.deps import CatalogDep, EngineDep, MetricsDep, RequestIdDep
+from app.api.deps import CallDep, CatalogDep
 from app.api.errors import openai_body
 from app.api.openai import convert, embeddings, responses
 from app.api.openai.schemas import (
@@ -23,23 +20,8 @@ from app.api.openai.schemas import (
     Model,
     ModelList,
 )
-from app.api.streaming import (
-    SSE,
-    SSE_DONE,
-    ChunkEncoder,
-    aclose_quietly,
-    encode_response,
-    encode_sse,
-    encode_stream,
-    guarded_stream,
-    merge,
-    stream_response,
-    until_disconnect,
-)
-from app.engine.base import Engine
-from app.engine.types import Chunk, GenerationRequest
+from app.api.streaming import SSE, SSE_DONE, Framing, answer, encode_sse, start_all, until_disconnect
 from app.errors import ServiceError
-from app.metrics import Metrics
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=JSONBodyRoute)
 
@@ -48,67 +30,33 @@ def sse_error(err: ServiceError) -> str:
     return encode_sse(openai_body(err.message, err.status_code, param=err.param, code=err.code))
 
 
-async def start_all(
-    request: Request, engine: Engine, requests: Sequence[GenerationRequest], metrics: Metrics
-) -> list[AsyncIterator[Chunk]]:
-    """Start every choice before the first byte; if one start fails, the ones already started are closed."""
-    streams: list[AsyncIterator[Chunk]] = []
-    try:
-        for req in requests:
-            # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
-            streams.append(await until_disconnect(request, engine.start(req), metrics))
-    except BaseException:
-        for stream in streams:
-            await aclose_quietly(stream)
-        raise
-    return streams
-
-
-async def _answer(
-    request: Request,
-    encoder: ChunkEncoder[dict[str, Any]],
-    streams: Sequence[AsyncIterator[Chunk]],
-    stream: bool | None,
-    metrics: Metrics,
-) -> Response:
-    """SSE events when streaming, else the one JSON body: both from the same encoder."""
-    chunks = merge(streams)
-    if stream:
-        events = encode_stream(encoder, chunks, encode_sse)
-        return stream_response(guarded_stream(events, sse_error, metrics=metrics, closing=SSE_DONE), SSE)
-    return JSONResponse(await until_disconnect(request, encode_response(encoder, chunks), metrics))
+SSE_FRAMING = Framing(media_type=SSE, frame=encode_sse, error=sse_error, whole=JSONResponse, closing=SSE_DONE)
 
 
 @router.post("/chat/completions", response_model=ChatCompletionResponse)
-async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, engine: EngineDep, metrics: MetricsDep, request_id: RequestIdDep
-) -> Response:
+async def create_chat_completion(body: ChatCompletionRequest, call: CallDep) -> Response:
     """Create a chat completion (SSE chunks when `stream` is true)."""
-    requests = convert.to_chat_requests(body, request_id=request_id)
-    streams = await start_all(request, engine, requests, metrics)
-    ids = responses.ResponseIds.new("chatcmpl", body.model)
-    return await _answer(request, responses.ChatStream(body, ids, len(streams)), streams, body.stream, metrics)
+    requests = convert.to_chat_requests(body, request_id=call.request_id)
+    streams = await start_all(call.request, call.engine, requests, call.metrics)
+    encoder = responses.ChatStream(body, responses.ResponseIds.new("chatcmpl", body.model), len(streams))
+    return await answer(call.request, call.metrics, encoder, streams, stream=bool(body.stream), framing=SSE_FRAMING)
 
 
 @router.post("/completions", response_model=CompletionResponse)
-async def create_completion(
-    body: CompletionRequest, request: Request, engine: EngineDep, metrics: MetricsDep, request_id: RequestIdDep
-) -> Response:
+async def create_completion(body: CompletionRequest, call: CallDep) -> Response:
     """Create a text completion from raw prompts (no chat template; SSE chunks when `stream` is true)."""
-    requests = convert.to_completion_requests(body, request_id=request_id)
+    requests = convert.to_completion_requests(body, request_id=call.request_id)
     prompts = convert.to_prompts(body.prompt)
-    streams = await start_all(request, engine, requests, metrics)
-    ids = responses.ResponseIds.new("cmpl", body.model)
-    return await _answer(request, responses.CompletionStream(body, prompts, ids), streams, body.stream, metrics)
+    streams = await start_all(call.request, call.engine, requests, call.metrics)
+    encoder = responses.CompletionStream(body, prompts, responses.ResponseIds.new("cmpl", body.model))
+    return await answer(call.request, call.metrics, encoder, streams, stream=bool(body.stream), framing=SSE_FRAMING)
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse)
-async def create_embedding(
-    body: EmbeddingRequest, request: Request, engine: EngineDep, metrics: MetricsDep, request_id: RequestIdDep
-) -> Response:
+async def create_embedding(body: EmbeddingRequest, call: CallDep) -> Response:
     """Embed each input: L2-normalised mean of the model's last hidden states (`dimensions` keeps the first N)."""
-    req = embeddings.to_embedding_request(body, request_id=request_id)
-    out = await until_disconnect(request, engine.embed(req), metrics)
+    req = embeddings.to_embedding_request(body, request_id=call.request_id)
+    out = await until_disconnect(call.request, call.engine.embed(req), call.metrics)
     return JSONResponse(responses.json_body(embeddings.to_embedding_response(body, out)))
 
 
