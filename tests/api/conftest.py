@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ from app.main import create_app
 from app.registry.types import Alias, ModelEntry, ModelSource, ResolvedModel
 from app.settings import Settings
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.net import free_port
 
 
 class FakeCatalog:
@@ -185,20 +185,13 @@ def client_for(settings: Settings, fake_catalog: Any) -> Iterator[Callable[[Any]
         c.__exit__(None, None, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def live_server(settings: Settings, fake_catalog: Any) -> Iterator[Callable[[Any], str]]:
     """Serve the app with a given engine over a real socket (uvicorn in a thread); returns the base URL."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(engine: Any) -> str:
-        port = _free_port()
+        port = free_port()
         app = create_app(
             settings.model_copy(update={"shutdown_grace_seconds": 1.0}), engine=engine, catalog=fake_catalog
         )

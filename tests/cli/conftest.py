@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,14 +16,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
 from tests.helpers.fake_engine import FakeEngine
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+from tests.helpers.net import free_port
 
 
 @dataclass
@@ -44,7 +36,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings)
     """No server at the configured address, HUGLLAMA_HOME in tmp, an empty HF cache, quiet logs."""
     home = tmp_path / "home"
     monkeypatch.setenv("HUGLLAMA_HOME", str(home))
-    monkeypatch.setenv("HUGLLAMA_HOST", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HUGLLAMA_HOST", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("HUGLLAMA_LOG_LEVEL", "WARNING")
     from huggingface_hub import constants
 

@@ -16,8 +16,9 @@ from app.cli import embedded
 from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
-from tests.cli.conftest import CliRunner, closed_port
+from tests.cli.conftest import CliRunner
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.net import free_port
 
 try:
     import app.registry.catalog  # noqa: F401
@@ -176,7 +177,7 @@ def test_cache_scan_and_clear(cli: CliRunner, tmp_path: Path) -> None:
 
 def _run_isolated(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
-    env.update(HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_HOST=f"127.0.0.1:{closed_port()}",
+    env.update(HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_HOST=f"127.0.0.1:{free_port()}",
                HF_HUB_CACHE=str(tmp_path / "hf"))  # fmt: skip
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120

@@ -23,8 +23,8 @@ from app.main import create_app
 from app.server import DrainingServer
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
-from tests.cli.conftest import closed_port
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.net import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,7 +119,7 @@ def test_second_signal_exits_at_once(slow_server: tuple[Running, FakeEngine]) ->
 
 
 def test_python_m_app_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
     env.update(
         HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_PRELOAD="",
