@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.engine.transformers_engine import TransformersEngine
-from app.engine.types import Chunk, GenerationRequest, Message, SamplingParams
+from app.engine.types import Chunk, FinishReason, GenerationRequest, Message, SamplingParams
 from app.errors import InvalidRequest
 from app.metrics import Metrics
 from app.registry import hfcache
@@ -100,8 +100,9 @@ def test_a_closed_stream_leaves_the_batch_and_the_others_go_on(
             got += bool(chunk.text)
             if got == 3:
                 break
-        await leaver.aclose()  # type: ignore[attr-defined]
         res = next(iter(engine.manager.residents.values()))
+        (left,) = [s for s in res.scheduler._active if s.max_new_tokens == 400]
+        await leaver.aclose()  # type: ignore[attr-defined]
         assert await _text(stayer) == want
         for _ in range(100):
             if not res.scheduler._active and res.in_flight == 0:
@@ -109,6 +110,34 @@ def test_a_closed_stream_leaves_the_batch_and_the_others_go_on(
             await asyncio.sleep(0.02)
         assert not res.scheduler._active and res.in_flight == 0
         assert engine.metrics.requests_running._value.get() == 0  # type: ignore[attr-defined]
+        # It stopped when it was closed, not at its 400-token budget (the tiny model gets there within the wait).
+        assert left.finish == FinishReason.CANCELLED and len(left.generated) < 50
+
+    _run(engine, scenario)
+
+
+def test_a_request_closed_while_queued_is_never_run(settings: Settings, models_dir: Path, tmp_path: Path) -> None:
+    engine = _engine(settings, models_dir, tmp_path, num_parallel=1)
+
+    async def scenario() -> None:
+        want = await _text(await engine.start(_chat(PROMPTS[1])))
+        res = next(iter(engine.manager.residents.values()))
+        running = await engine.start(_chat(PROMPTS[1]))
+        queued = await engine.start(_chat(PROMPTS[0]))
+        waiting = res.scheduler._pending[-1]  # one slot: it waits behind `running`
+        reader = asyncio.create_task(_text(queued))  # waits for its first chunk, as a client does
+        await asyncio.sleep(0.05)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert await _text(running) == want
+        for _ in range(100):
+            if not res.scheduler._pending and not res.scheduler._active and res.in_flight == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert not res.scheduler._pending and not res.scheduler._active and res.in_flight == 0
+        assert waiting.admitted_at == 0 and waiting.generated == []
+        assert engine.admission.waiting == 0
 
     _run(engine, scenario)
 
