@@ -70,9 +70,6 @@ class PromptRenderer:
     def supports_tools(self) -> bool:
         return any(renders_tools(t) for t in (self.chat_template or "", *self._named.values()))
 
-    def supports_insert(self) -> bool:
-        return self._fim is not None
-
     def _template(self, override: str | None, tools: bool) -> str:
         if override:
             return override

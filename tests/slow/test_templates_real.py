@@ -271,7 +271,7 @@ def test_prompt_truncation_keeps_num_keep(renderer: PromptRenderer, tok: Any) ->
 
 
 def test_suffix_without_fim_is_rejected(renderer: PromptRenderer) -> None:
-    assert not renderer.supports_insert()
+    assert renderer._fim is None  # the tokenizer has no fill-in-the-middle tokens
     with pytest.raises(InvalidRequest) as exc:
         renderer.encode_prompt("def f(", suffix="return x", num_ctx=100, reserve=10)
     assert exc.value.param == "suffix"
@@ -280,7 +280,7 @@ def test_suffix_without_fim_is_rejected(renderer: PromptRenderer) -> None:
 
 def test_fill_in_the_middle(fim_tok: Any) -> None:
     r = PromptRenderer(fim_tok)
-    assert r.supports_insert()
+    assert r._fim is not None
     ids = r.encode_prompt("def f ( x ) :", suffix="return x", num_ctx=100, reserve=10)
     vocab = fim_tok.get_vocab()
     prefix, suffix = encode(fim_tok, "def f ( x ) :"), encode(fim_tok, "return x")
