@@ -1,6 +1,16 @@
-"""One pure-ASGI middleware for what every request goes through: request id, access log, request counting,
-the Host check, CORS (Ollama's OLLAMA_ORIGINS semantics), API keys and their tiers, the body size limit, refusing
-work while draining, and the one log line (with the request id) for an unexpected error."""
+"""What every request goes through, one pure-ASGI middleware per concern, outermost first (`install` stacks them):
+
+1. `RequestIdMiddleware`: the request id (the client's X-Request-Id when well-formed), on the response and in logs.
+2. `HostOriginMiddleware`: the Host check (DNS rebinding) and CORS (Ollama's OLLAMA_ORIGINS semantics).
+3. `AccessLogMiddleware`: the access log line and request counting (probes are neither).
+4. `KeyMiddleware`: API keys and their tiers.
+5. `DrainingMiddleware`: refusing work while the server drains.
+6. `BodySizeMiddleware`: the body size limit (Content-Length up front, the bytes as they arrive).
+7. `InFlightMiddleware`: counting the requests a drain waits for.
+8. `ErrorMiddleware`: the one log line (with the request id) for an unexpected error, and its 500.
+
+A refusal at any step is answered in the protocol's error shape and ends the request there, so the order is the
+precedence: Host and Origin, then keys, then draining, then size."""
 
 from __future__ import annotations
 
@@ -54,82 +64,144 @@ def _protocol(path: str) -> str:
     return "ollama"
 
 
-class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
+def _is_probe(scope: Scope) -> bool:
+    return scope["path"] in PROBE_PATHS
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """`send` with `extra` headers added to the response start."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+
+    return wrapped
+
+
+async def _send_error(send: Send, path: str, exc: ServiceError) -> None:
+    body = json.dumps(error_body(path, exc)).encode()
+    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    if exc.status_code == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int) -> InvalidRequest:
+    err = InvalidRequest(f"request body larger than {limit} bytes")
+    err.status_code = 413
+    return err
+
+
+class _HTTPMiddleware:
+    """Base: non-HTTP scopes (lifespan) pass straight through to `handle`'s app."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
-        self.lifecycle = lifecycle
-        self.tiers = KeyTiers(settings)
-        self.auth_probes = settings.auth_probes
-        self.max_body = settings.max_body_bytes
-        self.hosts = HostPolicy(settings)
-        self.origins = OriginPolicy(settings)
-
-    def origin_allowed(self, origin: str) -> bool:
-        return self.origins.allowed(origin)
-
-    def access_error(self, method: str, path: str, headers: dict[str, str]) -> ServiceError | None:
-        """401 without a valid key, 403 with a key of too low a tier; None when the caller may go on."""
-        needed = self.tiers.required(method, path)
-        if needed is Tier.NONE:
-            return None
-        given = self.tiers.tier(headers.get("authorization", ""))
-        if given is Tier.NONE:
-            return Unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
-        if given.value < needed.value:
-            # No path in the message: error bodies drop anything that looks like a server path.
-            return Forbidden("this operation needs an admin key (HUGLLAMA_ADMIN_KEYS); this key may only use models")
-        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        rid = headers.get("x-request-id", "")
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(_HTTPMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = _headers(scope).get("x-request-id", "")
         if not _REQUEST_ID.match(rid):
             rid = uuid.uuid4().hex
         token = request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
-        is_probe = path in PROBE_PATHS
+        try:
+            await self.app(scope, receive, _with_headers(send, [(b"x-request-id", rid.encode())]))
+        finally:
+            request_id.reset(token)
+
+
+class HostOriginMiddleware(_HTTPMiddleware):
+    """403 for a Host or an Origin from elsewhere (logged and counted here: the access log never sees them); CORS
+    headers on every answer to an allowed Origin, and the preflight answered here."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+        self.hosts = HostPolicy(settings)
+        self.origins = OriginPolicy(settings)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
         if not self.hosts.allowed(headers.get("host")):
             # DNS rebinding: a page on another site that resolves its own name to 127.0.0.1 sends its own Host.
             err = Forbidden("host not allowed (set HUGLLAMA_ALLOWED_HOSTS to serve this name)", param="host")
-            self._log_refusal(scope["method"], path, "host", headers.get("host"))
-            await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
-            request_id.reset(token)
+            await self._refuse(scope, send, err, "host", headers.get("host"))
             return
         origin = headers.get("origin")
-        cors_headers: list[tuple[bytes, bytes]] = []
-        if origin is not None:
-            if not self.origin_allowed(origin):
-                err = Forbidden("origin not allowed (add it to HUGLLAMA_ORIGINS)", param="origin")
-                self._log_refusal(scope["method"], path, "origin", origin)
-                await self._plain(send, 403, json.dumps(error_body(path, err)).encode(), rid, _JSON)
-                request_id.reset(token)
-                return
-            cors_headers = [
-                (b"access-control-allow-origin", origin.encode("latin-1")),
-                (b"vary", b"Origin"),
-                (b"access-control-allow-credentials", b"true"),
-                (b"access-control-expose-headers", b"X-Request-Id, Retry-After"),
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        if not self.origins.allowed(origin):
+            err = Forbidden("origin not allowed (add it to HUGLLAMA_ORIGINS)", param="origin")
+            await self._refuse(scope, send, err, "origin", origin)
+            return
+        cors = [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"vary", b"Origin"),
+            (b"access-control-allow-credentials", b"true"),
+            (b"access-control-expose-headers", b"X-Request-Id, Retry-After"),
+        ]
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            cors += [
+                (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+                (b"access-control-allow-headers", _ALLOW_HEADERS.encode()),
+                (b"access-control-max-age", b"86400"),
             ]
-            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
-                cors_headers += [
-                    (b"access-control-allow-methods", b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"),
-                    (b"access-control-allow-headers", _ALLOW_HEADERS.encode()),
-                    (b"access-control-max-age", b"86400"),
-                ]
-                await self._plain(send, 204, b"", rid, cors_headers)
-                request_id.reset(token)
-                return
+            await send({"type": "http.response.start", "status": 204, "headers": cors})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await self.app(scope, receive, _with_headers(send, cors))
 
+    async def _refuse(self, scope: Scope, send: Send, err: ServiceError, what: str, value: str | None) -> None:
+        method, path = scope["method"], scope["path"]
+        # Refused before the request is counted: a Host or Origin from elsewhere is worth a line (DNS rebinding).
+        self.metrics.requests.labels(protocol=_protocol(path), route=_route_label(path), status="403").inc()
+        log.warning(
+            "%s %s 403: %s %r not allowed",
+            method,
+            path,
+            what,
+            (value or "")[:200],
+            extra={"method": method, "path": path, "status": 403},
+        )
+        body = json.dumps(error_body(path, err)).encode()
+        await send({"type": "http.response.start", "status": 403, "headers": _JSON})
+        await send({"type": "http.response.body", "body": body})
+
+
+class AccessLogMiddleware(_HTTPMiddleware):
+    """One log line and one count per request (not probes), with its status; a stream the client left is 499."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_probe(scope):
+            await self.app(scope, receive, send)
+            return
         start = time.perf_counter()
-        status_holder = {"status": 500, "started": 0}
-
-        # Whether the response body finished and whether the client went away, for the access log.
-        flow = {"completed": False, "disconnected": False}
+        # The status sent, whether the response body finished and whether the client went away.
+        flow = {"status": 500, "completed": False, "disconnected": False}
 
         async def receive_wrapper() -> Message:
             message = await receive()
@@ -141,81 +213,100 @@ class ServiceMiddleware:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
                 flow["completed"] = True
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
-                status_holder["started"] = 1
-                hdrs = list(message.get("headers", []))
-                hdrs.append((b"x-request-id", rid.encode()))
-                hdrs.extend(cors_headers)
-                message = {**message, "headers": hdrs}
+                flow["status"] = message["status"]
             await send(message)
 
         try:
-            error: ServiceError | None = None
-            if (not is_probe or self.auth_probes) and path != "/":
-                error = self.access_error(scope["method"], path, headers)
-            if error is None and not is_probe and self.lifecycle.draining:
-                error = ShuttingDown("server is shutting down")
-            length = headers.get("content-length")
-            if error is None and length is not None and length.isdigit() and int(length) > self.max_body:
-                error = InvalidRequest(f"request body larger than {self.max_body} bytes")
-                error.status_code = 413
-            if error is not None:
-                await self._error(send_wrapper, path, error)
-            elif is_probe:
-                await self.app(scope, receive, send_wrapper)
-            else:
-                self.lifecycle.enter()
-                try:
-                    await self.app(scope, self._limited(receive_wrapper), send_wrapper)
-                except Exception:
-                    # Logged here, once, with the request id; not re-raised, or the server would log it again.
-                    log_errors.exception("unhandled error on %s %s", scope["method"], path)
-                    if status_holder["started"]:
-                        return  # the stream is cut; the client sees the connection end
-                    await self._error(send_wrapper, path, ServiceError("internal error"))
-                finally:
-                    self.lifecycle.leave()
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
-            status = sent = status_holder["status"]
-            # Started, never finished, and the client went away: a stopped stream (Starlette ends the body without
-            # an error). Logged and counted as 499, as a non-streamed request the client abandons is.
-            cut = sent < 400 and flow["disconnected"] and not flow["completed"]
-            if cut:
-                status = 499
-            if not is_probe:
-                self.metrics.requests.labels(
-                    protocol=_protocol(path), route=_route_label(path), status=str(status)
-                ).inc()
-                if status in (503, 429):
-                    self.metrics.failures.labels(reason="overloaded" if status == 503 else "rate_limited").inc()
-                log.info(
-                    "%s %s %d %.1fms%s",
-                    scope["method"],
-                    path,
-                    status,
-                    (time.perf_counter() - start) * 1000,
-                    f" (client disconnected mid-stream; {sent} had been sent)" if cut else "",
-                    extra={
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 1),
-                        **({"client_disconnected": True, "sent_status": sent} if cut else {}),
-                    },
-                )
-            request_id.reset(token)
+            self._log(scope, int(flow["status"]), cut=bool(flow["disconnected"] and not flow["completed"]), start=start)
 
-    def _log_refusal(self, method: str, path: str, what: str, value: str | None) -> None:
-        # Refused before the request is counted: a Host or Origin from elsewhere is worth a line (DNS rebinding).
-        self.metrics.requests.labels(protocol=_protocol(path), route=_route_label(path), status="403").inc()
-        log.warning(
-            "%s %s 403: %s %r not allowed",
+    def _log(self, scope: Scope, sent: int, *, cut: bool, start: float) -> None:
+        method, path = scope["method"], scope["path"]
+        # Started, never finished, and the client went away: a stopped stream (Starlette ends the body without
+        # an error). Logged and counted as 499, as a non-streamed request the client abandons is.
+        cut = sent < 400 and cut
+        status = 499 if cut else sent
+        self.metrics.requests.labels(protocol=_protocol(path), route=_route_label(path), status=str(status)).inc()
+        if status in (503, 429):
+            self.metrics.failures.labels(reason="overloaded" if status == 503 else "rate_limited").inc()
+        log.info(
+            "%s %s %d %.1fms%s",
             method,
             path,
-            what,
-            (value or "")[:200],
-            extra={"method": method, "path": path, "status": 403},
+            status,
+            (time.perf_counter() - start) * 1000,
+            f" (client disconnected mid-stream; {sent} had been sent)" if cut else "",
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - start) * 1000, 1),
+                **({"client_disconnected": True, "sent_status": sent} if cut else {}),
+            },
         )
+
+
+class KeyMiddleware(_HTTPMiddleware):
+    """401 without a valid key, 403 with a key of too low a tier (probes only with HUGLLAMA_AUTH_PROBES; / never)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        super().__init__(app)
+        self.tiers = KeyTiers(settings)
+        self.auth_probes = settings.auth_probes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        error = None
+        if (not _is_probe(scope) or self.auth_probes) and path != "/":
+            error = self.access_error(scope["method"], path, _headers(scope).get("authorization", ""))
+        if error is not None:
+            await _send_error(send, path, error)
+            return
+        await self.app(scope, receive, send)
+
+    def access_error(self, method: str, path: str, authorization: str) -> ServiceError | None:
+        """None when the caller may go on."""
+        needed = self.tiers.required(method, path)
+        if needed is Tier.NONE:
+            return None
+        given = self.tiers.tier(authorization)
+        if given is Tier.NONE:
+            return Unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
+        if given.value < needed.value:
+            # No path in the message: error bodies drop anything that looks like a server path.
+            return Forbidden("this operation needs an admin key (HUGLLAMA_ADMIN_KEYS); this key may only use models")
+        return None
+
+
+class DrainingMiddleware(_HTTPMiddleware):
+    """503 for new work while the server drains (probes still answer: they report the drain)."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        super().__init__(app)
+        self.lifecycle = lifecycle
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _is_probe(scope) and self.lifecycle.draining:
+            await _send_error(send, scope["path"], ShuttingDown("server is shutting down"))
+            return
+        await self.app(scope, receive, send)
+
+
+class BodySizeMiddleware(_HTTPMiddleware):
+    """413 when Content-Length says the body is over the limit; otherwise the bytes are counted as they arrive, and
+    reading past the limit raises the same 413 (answered in the protocol's shape by the app's error handlers)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        super().__init__(app)
+        self.max_body = settings.max_body_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        length = _headers(scope).get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await _send_error(send, scope["path"], _too_large(self.max_body))
+            return
+        await self.app(scope, receive if _is_probe(scope) else self._limited(receive), send)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -227,30 +318,61 @@ class ServiceMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    err = InvalidRequest(f"request body larger than {limit} bytes")
-                    err.status_code = 413
-                    raise err
+                    raise _too_large(limit)
             return message
 
         return wrapped
 
-    async def _error(self, send: Send, path: str, exc: ServiceError) -> None:
-        body = json.dumps(error_body(path, exc)).encode()
-        headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/json")]
-        if exc.retry_after is not None:
-            headers.append((b"retry-after", str(exc.retry_after).encode()))
-        if exc.status_code == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
-    async def _plain(
-        self, send: Send, status: int, body: bytes, rid: str, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        headers = [(b"x-request-id", rid.encode()), *(extra or [])]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+class InFlightMiddleware(_HTTPMiddleware):
+    """Counts the requests at work (not probes): a drain waits for them."""
+
+    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
+        super().__init__(app)
+        self.lifecycle = lifecycle
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_probe(scope):
+            await self.app(scope, receive, send)
+            return
+        self.lifecycle.enter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.lifecycle.leave()
+
+
+class ErrorMiddleware(_HTTPMiddleware):
+    """An unexpected error: logged here, once, with the request id, and answered with a 500 in the protocol's shape
+    (not re-raised, or the server would log it again). After the first byte the stream is cut instead."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _is_probe(scope):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log_errors.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if not started:  # else the stream is cut; the client sees the connection end
+                await _send_error(send, scope["path"], ServiceError("internal error"))
 
 
 def install(app: FastAPI, settings: Settings, metrics: Metrics, lifecycle: Lifecycle) -> None:
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics, lifecycle=lifecycle)
+    # add_middleware puts each one outside those added before it: innermost first.
+    app.add_middleware(ErrorMiddleware)
+    app.add_middleware(InFlightMiddleware, lifecycle=lifecycle)
+    app.add_middleware(BodySizeMiddleware, settings=settings)
+    app.add_middleware(DrainingMiddleware, lifecycle=lifecycle)
+    app.add_middleware(KeyMiddleware, settings=settings)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.add_middleware(HostOriginMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
