@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
 from tests.cli.conftest import CliRunner
+from tests.helpers.env import clean_environ
 from tests.helpers.fake_engine import FakeEngine
 from tests.helpers.net import free_port
 
@@ -176,7 +176,7 @@ def test_cache_scan_and_clear(cli: CliRunner, tmp_path: Path) -> None:
 
 
 def _run_isolated(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env.update(HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_HOST=f"127.0.0.1:{free_port()}",
                HF_HUB_CACHE=str(tmp_path / "hf"))  # fmt: skip
     return subprocess.run(

@@ -4,7 +4,6 @@ second-signal fast exit, and `python -m app` serving and stopping on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from app.main import create_app
 from app.server import DrainingServer
 from app.settings import Settings
 from tests.api.conftest import FakeCatalog
+from tests.helpers.env import clean_environ
 from tests.helpers.fake_engine import FakeEngine
 from tests.helpers.net import free_port
 
@@ -120,7 +120,7 @@ def test_second_signal_exits_at_once(slow_server: tuple[Running, FakeEngine]) ->
 
 def test_python_m_app_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env.update(
         HUGLLAMA_HOME=str(tmp_path / "home"), HUGLLAMA_PRELOAD="",
         HUGLLAMA_LOG_LEVEL="WARNING", HUGLLAMA_SHUTDOWN_GRACE_SECONDS="2", HF_HUB_CACHE=str(tmp_path / "hf"),

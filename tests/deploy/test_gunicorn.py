@@ -17,16 +17,9 @@ from gunicorn.config import Config
 from gunicorn.util import load_class
 
 from tests.deploy.support import REPO
+from tests.helpers.env import clean_environ
 
 CONF = REPO / "config" / "gunicorn.conf.py"
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for key in list(os.environ):
-        if key.startswith(("HUGLLAMA_", "OLLAMA_")):
-            monkeypatch.delenv(key)
-    return monkeypatch
 
 
 def _load() -> dict[str, Any]:
@@ -89,7 +82,7 @@ def test_every_name_is_a_gunicorn_setting(clean_env: pytest.MonkeyPatch) -> None
 def test_gunicorn_loads_the_app_with_this_config(tmp_path: Path) -> None:
     """`gunicorn --check-config` imports the config and the app factory exactly as the container's CMD does."""
     pytest.importorskip("app.main")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUGLLAMA_", "OLLAMA_"))}
+    env = clean_environ()
     env |= {"HUGLLAMA_HOME": str(tmp_path / "home"), "HUGLLAMA_HOST": "127.0.0.1:18434"}
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--check-config", "--config", str(CONF)],

@@ -276,7 +276,9 @@ def test_volumes_match_the_image_and_settings(built: dict[str, list[dict[str, An
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_termination_grace_covers_the_drain(built: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+def test_termination_grace_covers_the_drain(
+    built: dict[str, list[dict[str, Any]]], overlay: str, clean_env: pytest.MonkeyPatch
+) -> None:
     import runpy
 
     docs = built[overlay]
@@ -285,16 +287,9 @@ def test_termination_grace_covers_the_drain(built: dict[str, list[dict[str, Any]
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop = float(command[1])
-    mp = pytest.MonkeyPatch()
-    try:
-        for key in list(os.environ):
-            if key.startswith(("HUGLLAMA_", "OLLAMA_")):
-                mp.delenv(key)
-        for key, value in config.items():
-            mp.setenv(key, value)
-        gunicorn = runpy.run_path(str(DEPLOY.parent / "config" / "gunicorn.conf.py"))
-    finally:
-        mp.undo()
+    for key, value in config.items():
+        clean_env.setenv(key, value)
+    gunicorn = runpy.run_path(str(DEPLOY.parent / "config" / "gunicorn.conf.py"))
     grace = float(config["HUGLLAMA_SHUTDOWN_GRACE_SECONDS"])
     assert gunicorn["graceful_timeout"] > grace
     assert _pod(docs)["terminationGracePeriodSeconds"] > pre_stop + gunicorn["graceful_timeout"]
