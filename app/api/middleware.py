@@ -101,13 +101,15 @@ def _too_large(limit: int) -> InvalidRequest:
 
 
 class _HTTPMiddleware:
-    """Base: non-HTTP scopes (lifespan) pass straight through to `handle`'s app."""
+    """Base: `handle` sees HTTP requests; other scopes (lifespan), and probes where `skips_probes`, pass through."""
+
+    skips_probes = False
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.skips_probes and _is_probe(scope)):
             await self.app(scope, receive, send)
             return
         await self.handle(scope, receive, send)
@@ -191,14 +193,13 @@ class HostOriginMiddleware(_HTTPMiddleware):
 class AccessLogMiddleware(_HTTPMiddleware):
     """One log line and one count per request (not probes), with its status; a stream the client left is 499."""
 
+    skips_probes = True
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         super().__init__(app)
         self.metrics = metrics
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _is_probe(scope):
-            await self.app(scope, receive, send)
-            return
         start = time.perf_counter()
         # The status sent, whether the response body finished and whether the client went away.
         flow = {"status": 500, "completed": False, "disconnected": False}
@@ -282,12 +283,14 @@ class KeyMiddleware(_HTTPMiddleware):
 class DrainingMiddleware(_HTTPMiddleware):
     """503 for new work while the server drains (probes still answer: they report the drain)."""
 
+    skips_probes = True
+
     def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
         super().__init__(app)
         self.lifecycle = lifecycle
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _is_probe(scope) and self.lifecycle.draining:
+        if self.lifecycle.draining:
             await _send_error(send, scope["path"], ShuttingDown("server is shutting down"))
             return
         await self.app(scope, receive, send)
@@ -327,14 +330,13 @@ class BodySizeMiddleware(_HTTPMiddleware):
 class InFlightMiddleware(_HTTPMiddleware):
     """Counts the requests at work (not probes): a drain waits for them."""
 
+    skips_probes = True
+
     def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
         super().__init__(app)
         self.lifecycle = lifecycle
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _is_probe(scope):
-            await self.app(scope, receive, send)
-            return
         self.lifecycle.enter()
         try:
             await self.app(scope, receive, send)
@@ -344,12 +346,12 @@ class InFlightMiddleware(_HTTPMiddleware):
 
 class ErrorMiddleware(_HTTPMiddleware):
     """An unexpected error: logged here, once, with the request id, and answered with a 500 in the protocol's shape
-    (not re-raised, or the server would log it again). After the first byte the stream is cut instead."""
+    (not re-raised, or the server would log it again). After the first byte the stream is cut instead. Probes are
+    left to the server's own error handling."""
+
+    skips_probes = True
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _is_probe(scope):
-            await self.app(scope, receive, send)
-            return
         started = False
 
         async def send_wrapper(message: Message) -> None:

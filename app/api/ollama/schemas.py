@@ -196,7 +196,22 @@ class ChatMessageOut(BaseModel):
     tool_calls: list[ToolCallOut] | None = None
 
 
-class GenerateResponse(BaseModel):
+class _Metrics(BaseModel):
+    """What generate and chat lines end with: Ollama's embedded `Metrics` (on the done line), then `logprobs`.
+    A response class lists it first among its bases, so these fields follow the class's own (as in Ollama's JSON)."""
+
+    model_config = _RESPONSE
+
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+    logprobs: list[Logprob] | None = None
+
+
+class _GenerateLine(BaseModel):
     model_config = _RESPONSE
 
     model: str
@@ -205,16 +220,13 @@ class GenerateResponse(BaseModel):
     done: bool = False
     done_reason: str | None = None
     context: list[int] | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
-    logprobs: list[Logprob] | None = None
 
 
-class ChatResponse(BaseModel):
+class GenerateResponse(_Metrics, _GenerateLine):
+    """One /api/generate line (or the one non-streamed object)."""
+
+
+class _ChatLine(BaseModel):
     model_config = _RESPONSE
 
     model: str
@@ -222,13 +234,10 @@ class ChatResponse(BaseModel):
     message: ChatMessageOut = Field(default_factory=ChatMessageOut)
     done: bool = False
     done_reason: str | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
-    logprobs: list[Logprob] | None = None
+
+
+class ChatResponse(_Metrics, _ChatLine):
+    """One /api/chat line (or the one non-streamed object)."""
 
 
 class ModelDetails(BaseModel):
