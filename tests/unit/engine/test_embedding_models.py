@@ -22,11 +22,10 @@ from app.engine.types import EmbeddingRequest, GenerationRequest, Message
 from app.errors import GenerationFailed, InvalidRequest
 from app.hardware import estimate as estimating
 from app.metrics import Metrics
-from app.registry import hfcache
 from app.registry.catalog import ModelCatalog
 from app.registry.pull import pull, select_files
 from app.settings import Settings
-from tests.helpers.fake_hub import FakeHub, FakeRepo, write_files
+from tests.helpers.fake_hub import FakeRepo, serving, write_files
 from tests.helpers.tiny_bert import tiny_bert_files
 
 NAME = "tiny-st:latest"
@@ -42,12 +41,6 @@ def st_files() -> dict[str, bytes]:
 def models_dir(tmp_path: Path, st_files: dict[str, bytes]) -> Path:
     write_files(tmp_path / "models" / "tiny-st", st_files)
     return tmp_path / "models"
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    hfcache.invalidate()
-    return tmp_path / "hub-cache"
 
 
 def _catalog(settings: Settings, models_dir: Path, cache: Path) -> ModelCatalog:
@@ -131,12 +124,8 @@ def test_engine_embeds_refuses_generation_and_batches(settings: Settings, models
 def test_pulled_repository_is_served_like_the_folder(
     settings: Settings, st_files: dict[str, bytes], models_dir: Path, cache: Path
 ) -> None:
-    hub = FakeHub().start()
-    try:
-        hub.add(FakeRepo("org/tiny-st", {**st_files, "README.md": b"# tiny\n"}))
+    with serving(FakeRepo("org/tiny-st", {**st_files, "README.md": b"# tiny\n"})) as hub:
         events = list(pull("org/tiny-st", settings=settings, endpoint=hub.url, cache_dir=cache))
-    finally:
-        hub.stop()
     pulled = {e["status"].removeprefix("pulling ") for e in events if e["status"].startswith("pulling ")}
     assert {"1_Pooling/config.json", "2_Dense/pytorch_model.bin", "modules.json", "model.safetensors"} <= pulled
     engine = _engine(settings, models_dir, cache)
