@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.body import JSONBodyRoute
-from app.api.deps import EngineDep, SettingsDep
+from app.api.deps import EngineDep, SettingsDep, request_id
 from app.api.errors import public_message
 from app.api.management import design
 from app.api.management.schemas import ConfigUpdate, LoadRequest, UnloadRequest, WarmRequest
@@ -103,7 +103,7 @@ async def warm_cache(body: WarmRequest, request: Request, engine: EngineDep) -> 
         model=body.model,
         messages=messages,
         tools=tuple(body.tools),
-        request_id=getattr(request.state, "request_id", ""),
+        request_id=request_id(request),
         protocol="management",
     )
     tokens = await _admin(engine).warm(req)
