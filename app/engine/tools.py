@@ -11,7 +11,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from app.engine.constraints import check_json_schema
+from app.engine.formats import check_json_schema
 from app.engine.types import ToolCall
 from app.errors import GenerationFailed, InvalidRequest
 
@@ -47,52 +47,61 @@ def validate_tools(tools: Sequence[dict[str, Any]], tool_choice: str | dict[str,
 
     A missing choice, or "auto" with no tools, becomes "none" when there is nothing to call.
     """
+    names = check_tools(tools)
+    return check_choice(_choice_name(tool_choice), names)
+
+
+def check_tools(tools: Sequence[dict[str, Any]]) -> list[str]:
+    """The function names of `tools`, or an InvalidRequest whose `param` is the JSON path of what is wrong
+    (`tools[1].function.name`): both protocols send tools in this one shape, so the path is theirs too."""
     if not isinstance(tools, list | tuple):
         raise InvalidRequest("tools must be a list of tool objects", param="tools")
     names: list[str] = []
     for i, tool in enumerate(tools):
         where = f"tools[{i}]"
         if not isinstance(tool, dict):
-            raise InvalidRequest(f"{where} must be an object", param="tools")
+            raise InvalidRequest(f"{where} must be an object", param=where)
         # Some Ollama clients omit "type"; "function" is the only kind there is.
         if tool.get("type", "function") != "function":
-            raise InvalidRequest(f"{where}.type must be 'function', got {tool.get('type')!r}", param="tools")
+            raise InvalidRequest(f"{where}.type must be 'function', got {tool.get('type')!r}", param=f"{where}.type")
         fn = tool.get("function")
         if not isinstance(fn, dict):
-            raise InvalidRequest(f"{where}.function must be an object", param="tools")
+            raise InvalidRequest(f"{where}.function must be an object", param=f"{where}.function")
         name = fn.get("name")
+        at = f"{where}.function.name"
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"{where}.function.name must be a non-empty string", param="tools")
+            raise InvalidRequest(f"{at} must be a non-empty string", param=at)
         if not _NAME.fullmatch(name):
-            raise InvalidRequest(
-                f"{where}.function.name {name!r} must be 1-64 characters of letters, digits, '_', '.' or '-'",
-                param="tools",
-            )
+            raise InvalidRequest(f"{at} {name!r} must be 1-64 characters of letters, digits, '_', '.' or '-'", param=at)
         if name in names:
             raise InvalidRequest(f"duplicate function name {name!r} in tools", param="tools")
         names.append(name)
         desc = fn.get("description")
         if desc is not None and not isinstance(desc, str):
-            raise InvalidRequest(f"{where}.function.description must be a string", param="tools")
+            raise InvalidRequest(
+                f"{where}.function.description must be a string", param=f"{where}.function.description"
+            )
         params = fn.get("parameters")
+        at = f"{where}.function.parameters"
         if params is not None:
             if not isinstance(params, dict):
-                raise InvalidRequest(f"{where}.function.parameters must be a JSON Schema object", param="tools")
-            check_json_schema(params, param="tools", what=f"{where}.function.parameters")
+                raise InvalidRequest(f"{at} must be a JSON Schema object", param=at)
+            check_json_schema(params, param=at, what=at)
+    return names
 
-    choice = _choice_name(tool_choice)
-    if choice is None:
+
+def check_choice(choice: str | None, names: Sequence[str], param: str = "tool_choice") -> str:
+    """The tool choice rules on a choice already reduced to a keyword, a function name or None (unset)."""
+    if choice is None or choice == "auto":
         return "auto" if names else "none"
     if choice == "none":
         return "none"
-    if choice == "auto":
-        return "auto" if names else "none"
     if not names:
-        raise InvalidRequest(f"tool_choice {choice!r} needs at least one tool in tools", param="tool_choice")
+        raise InvalidRequest(f"{param} {choice!r} needs at least one tool in tools", param=param)
     if choice == "required":
         return "required"
     if choice not in names:
-        raise InvalidRequest(f"tool_choice names function {choice!r}, which is not in tools", param="tool_choice")
+        raise InvalidRequest(f"{param} names function {choice!r}, which is not in tools", param=param)
     return choice
 
 

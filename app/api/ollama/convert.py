@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from app.api.ollama import schemas
 from app.api.ollama.options import option_values, parse_options
 from app.api.ollama.times import parse_keep_alive
+from app.engine.tools import check_tools
 from app.engine.types import (
     EmbeddingRequest,
     GenerationRequest,
@@ -116,30 +117,13 @@ def _no_images(images: list[str] | None, model: str, param: str) -> None:
 
 
 def to_tools(value: Any) -> tuple[dict[str, Any], ...]:
-    """Structural check of `tools` (objects with function.name); `[]` means no tools. The engine checks the rest."""
+    """`tools`, checked by the engine's rule (engine/tools.py); `[]` means no tools, a missing `type` is "function"."""
     if value is None:
         return ()
     if not isinstance(value, list):
         raise InvalidRequest("tools must be an array", param="tools")
-    tools: list[dict[str, Any]] = []
-    for i, tool in enumerate(value):
-        where = f"tools[{i}]"
-        if not isinstance(tool, dict):
-            raise InvalidRequest(f"{where} must be an object", param=where)
-        kind = tool.get("type", "function")
-        if kind != "function":
-            raise InvalidRequest(f'{where}.type must be "function"', param=f"{where}.type")
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise InvalidRequest(f"{where}.function must be an object", param=f"{where}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"{where}.function.name is required", param=f"{where}.function.name")
-        params = function.get("parameters")
-        if params is not None and not isinstance(params, dict):
-            raise InvalidRequest(f"{where}.function.parameters must be an object", param=f"{where}.function.parameters")
-        tools.append({**tool, "type": "function"})
-    return tuple(tools)
+    check_tools(value)
+    return tuple({**tool, "type": "function"} for tool in value)
 
 
 def _arguments(value: Any, where: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from app.api.openai.schemas import (
     ResponseFormat,
     SamplingFields,
 )
+from app.engine.tools import check_choice, check_tools
 from app.engine.types import (
     GenerationRequest,
     Message,
@@ -209,19 +210,8 @@ def to_tools(req: ChatCompletionRequest) -> tuple[tuple[dict[str, Any], ...], st
             if not isinstance(f.get("name"), str) or not f["name"]:
                 raise _bad(f"functions[{i}].name is required", f"functions[{i}].name")
             tools.append({"type": "function", "function": f})
-    for i, t in enumerate(req.tools or []):
-        p = f"tools[{i}]"
-        if t.type != "function":
-            raise _bad(f"{p}.type: only function tools are supported, got {t.type!r}", f"{p}.type")
-        if t.function is None:
-            raise _bad(f"{p}.function is required", f"{p}.function")
-        if not t.function.name or not t.function.name.strip():
-            raise _bad(f"{p}.function.name is required", f"{p}.function.name")
-        tools.append(t.model_dump(mode="json", by_alias=True, exclude_none=True))
-    names = [t["function"]["name"] for t in tools]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup is not None:
-        raise _bad(f"duplicate function name {dup!r} in tools", "tools")
+    tools += [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in req.tools or []]
+    names = check_tools(tools)  # the engine's rule; its `param` is the JSON path, as OpenAI clients write it
 
     choice, param = req.tool_choice, "tool_choice"
     if req.function_call is not None:
@@ -238,19 +228,15 @@ def to_tool_choice(choice: str | dict[str, Any] | None, names: set[str], param: 
     if isinstance(choice, str):
         if choice not in _KEYWORD_CHOICES:
             raise _bad(f"{param} must be 'none', 'auto', 'required' or a function, got {choice!r}", param)
-        if choice == "required" and not names:
-            raise _bad(f"{param} 'required' needs tools", param)
-        return choice
+        check_choice(choice, sorted(names), param)
+        return choice  # "auto" stays "auto" without tools: the engine reads it as "none"
     fn = choice.get("function")
     name = fn.get("name") if isinstance(fn, dict) else None
     if choice.get("type", "function") != "function" or not isinstance(name, str) or not name:
         raise _bad(f'{param} must look like {{"type": "function", "function": {{"name": ...}}}}', param)
-    if not names:
-        raise _bad(f"{param} names function {name!r} but no tools were given", param)
-    if name not in names:
-        raise _bad(f"{param} names unknown function {name!r}", param)
     if name in _KEYWORD_CHOICES:
         raise _bad(f"cannot force a function named {name!r}", param)
+    check_choice(name, sorted(names), param)  # the engine's rule: tools to choose from, a function among them
     return name
 
 
