@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import AliasChoices
 
@@ -52,6 +53,14 @@ def tool(name: str) -> str | None:
     if local.exists():
         return str(local)
     return shutil.which(name)
+
+
+def required_tool(name: str, package: str, why: str = "") -> str:
+    """tool(name), or skip the test with one line when the dev extras did not install it."""
+    path = tool(name)
+    if path is None:
+        pytest.skip(f"{name} not installed (pip install {package}{', in the dev extras' if not why else ''}){why}")
+    return path
 
 
 # ---- Settings env names ----

