@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,15 @@ def write_results(out: Path, results: dict[str, Any], report: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
     out.with_suffix(".md").write_text(f"Command: `{results['meta']['command']}`\n\n{report}\n")
+
+
+def finish(out: Path, results: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> int:
+    """A run's end: the load average then, the report written (write_results) and printed; the exit status."""
+    results["meta"]["load_avg_end"] = load_average()
+    report = render(results)
+    write_results(out, results, report)
+    print(report)
+    return 0
 
 
 def load_average() -> float | None:

@@ -438,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             results["transformers_cb"] = run_transformers(args, snapshot, levels, log_dir, cb=True)
         if not args.no_cb and not args.no_paired and args.only is None:
             results["paired"] = run_paired(args, snapshot, log_dir, c=16, rounds=2 if args.quick else 3)
-    results["meta"]["load_avg_end"] = common.load_average()
-    report = render(results)
-    common.write_results(args.out, results, report)
-    print(report)
-    return 0
+    return common.finish(args.out, results, render)
 
 
 if __name__ == "__main__":

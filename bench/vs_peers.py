@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         res["title"] = f"hugllama (defaults{', ' + str(ours_env) if ours_env else ''}) vs {peers_in}"
         results["phases"].append(res)
         common.write_results(args.out, results, render(results))  # partial results too
-    results["meta"]["load_avg_end"] = common.load_average()
-    report = render(results)
-    common.write_results(args.out, results, report)
-    print(report)
-    return 0
+    return common.finish(args.out, results, render)
 
 
 if __name__ == "__main__":
