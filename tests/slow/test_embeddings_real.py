@@ -13,6 +13,8 @@ import ollama
 import openai
 import pytest
 
+from tests.helpers.vectors import cosine
+
 pytestmark = pytest.mark.slow
 
 HIDDEN = 576  # SmolLM2-135M's hidden size
@@ -21,11 +23,6 @@ TEXTS = [
     "Paris is the French capital city.",
     "I like to eat bananas for breakfast.",
 ]
-
-
-def _cos(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
 def _unit(v: list[float]) -> list[float]:
@@ -43,7 +40,7 @@ def test_ollama_embed_batch_is_unit_vectors_equal_to_alone(oc: ollama.Client, mo
         alone = list(oc.embed(model=model, input=text).embeddings[0])
         assert alone == pytest.approx(v, abs=1e-4)
     # Not a constant vector: a paraphrase is closer than an unrelated sentence.
-    assert _cos(vectors[0], vectors[1]) > _cos(vectors[0], vectors[2])
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
 
 
 def test_legacy_openai_and_ollama_endpoints_agree(oc: ollama.Client, oa: openai.OpenAI, model: str) -> None:

@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from app.registry.sources import embedding_bases
+from tests.helpers.vectors import cosine
 
 pytestmark = pytest.mark.slow
 
@@ -71,11 +72,6 @@ QUERIES = [
 ]
 
 
-def _cos(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
-
-
 @pytest.fixture(scope="module")
 def folder() -> Path:
     bases = embedding_bases()
@@ -110,7 +106,7 @@ def test_both_protocols_and_clients_match_sentence_transformers(
     }
     for how, vectors in served.items():
         assert [len(v) for v in vectors] == [384] * len(SENTENCES), how
-        cosines = [_cos(v, r) for v, r in zip(vectors, reference, strict=True)]
+        cosines = [cosine(v, r) for v, r in zip(vectors, reference, strict=True)]
         assert min(cosines) >= 0.9999, (how, cosines)
         assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors), how
     r = http.post("/api/embed", json={"model": MODEL, "input": SENTENCES[-1], "truncate": False})
@@ -128,7 +124,7 @@ def _top1(http: httpx.Client, model: str) -> int:
     passages, queries = embed(PASSAGES), embed(QUERIES)
     hits = 0
     for i, q in enumerate(queries):
-        scores = [_cos(q, p) for p in passages]
+        scores = [cosine(q, p) for p in passages]
         hits += scores.index(max(scores)) == i
     return hits
 
@@ -224,4 +220,4 @@ def test_a_greedy_chat_keeps_its_text_beside_an_embedding_burst(
             vectors = [f.result() for f in burst]
     assert text == alone and "Paris" in text
     for i, v in enumerate(vectors):
-        assert _cos(v, want[models[i % 2]][i % 3]) >= 0.9999
+        assert cosine(v, want[models[i % 2]][i % 3]) >= 0.9999
