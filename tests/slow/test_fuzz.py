@@ -1,8 +1,7 @@
 """Property-based fuzzing of the real server from its own /openapi.json (schemathesis): no operation answers 5xx.
 
 Bounded: a few examples per operation, no deadline; /api/pull is excluded (it would reach for the network).
-The Ollama operations parse their bodies by hand, so their OpenAPI entries have no body schema: for them this only
-fuzzes paths, methods and missing bodies; the OpenAI and management operations get generated bodies.
+Every operation (Ollama, OpenAI, management) documents its body, so every one gets generated bodies.
 """
 
 from __future__ import annotations
