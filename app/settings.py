@@ -149,7 +149,9 @@ class Settings(BaseSettings):
         "2-core machine that other heavy processes share (bench/README.md, 'Peers').",
     )
     cpu_skinny_matmul: bool = Field(
-        True, description="fp32 on CPU: decode-step matmuls as W @ x.T (1.2-3x faster for few rows; rounding only)."
+        True,
+        description="CPU matmul kernels: fp32 through MKL's packed sgemm (about 1.3x faster decode at 16 rows, rows "
+        "independent of the batch; a second copy of the weights), else W @ x.T for few rows (rounding only).",
     )
     keep_alive: float = Field(
         300.0,

@@ -1,4 +1,13 @@
-"""Faster decode-step matmuls for fp32 models on CPU.
+"""Faster decode-step matmuls for fp32 (and bf16) models on CPU.
+
+fp32 with MKL (torch's x86 builds): `PackedLinear`, MKL's packed sgemm (`cblas_sgemm_pack` once at load,
+`cblas_sgemm_compute` per call, through torch's own `torch.ops.mkl` ops that inductor's CPU freezing uses). It
+streams the weights in MKL's own blocked layout: a 16-row decode step's matmuls took 1.25-1.4x less time than
+`SkinnyLinear` (bench/README.md, "Packed matmuls"), and every row's result is bit for bit the same whatever the
+number of rows beside it, which plain sgemm does not give (its blocking depends on the row count). The packed copy
+costs about the weights' size again in memory.
+
+Otherwise (bf16, or torch without MKL), `SkinnyLinear`:
 
 A decode step multiplies a few rows (one per active sequence) by every weight matrix. For those skinny products
 MKL is much faster when asked for `W @ x.T` than for `x @ W.T` (what `nn.Linear` runs): measured on the embedded
@@ -10,8 +19,13 @@ only (another summation order), like any change of batch size does.
 
 from __future__ import annotations
 
+import functools
+import logging
+
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 SKINNY_MAX_ROWS = 128
 
@@ -30,6 +44,81 @@ class SkinnyLinear(nn.Linear):
 
 # bf16 (oneDNN's AMX / AVX-512 BF16 kernels) gains from the same form: 1.1x at 16 and 32 rows (bench/README.md).
 SKINNY_DTYPES = (torch.float32, torch.bfloat16)
+
+# MKL packs B for a row count it is told; the packed buffer describes itself and serves any row count (checked by
+# `packed_sgemm_works` and tests/unit/engine/test_cpu_linear.py). 128 measured as fast as any other hint from 16 to
+# 512 rows, and faster than 16-64 at 32-64 rows.
+PACK_HINT_ROWS = 128
+
+
+class PackedLinear(nn.Linear):
+    """An fp32 Linear computed by MKL's packed sgemm. The packed copy is taken once (`pack`): the weights must not
+    change afterwards (the loader packs last; a dtype change falls back to nn.Linear)."""
+
+    packed: torch.Tensor
+
+    def pack(self) -> None:
+        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.detach(), PACK_HINT_ROWS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // max(x.shape[-1], 1)
+        if rows == 0 or x.dtype != torch.float32 or self.weight.dtype != torch.float32 or x.device.type != "cpu":
+            return super().forward(x)
+        # The last argument is the row count the op's guard compares with the one packed for; the buffer serves any.
+        y: torch.Tensor = torch.ops.mkl._mkl_linear(
+            x.reshape(rows, x.shape[-1]), self.packed, self.weight, self.bias, rows
+        )
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+@functools.cache
+def packed_sgemm_works() -> bool:
+    """torch has MKL's packed sgemm, and it answers like nn.Linear for one row and several (checked once)."""
+    if not torch.backends.mkl.is_available():  # type: ignore[no-untyped-call]
+        return False
+    try:
+        gen = torch.Generator().manual_seed(0)
+        layer = nn.Linear(40, 24)
+        x = torch.randn(5, 40, generator=gen)
+        want = layer(x).detach()
+        layer.__class__ = PackedLinear
+        assert isinstance(layer, PackedLinear)
+        with torch.inference_mode():
+            layer.pack()
+            got = torch.cat([layer(x[:1]), layer(x)])
+        return bool(torch.allclose(got, torch.cat([want[:1], want]), rtol=1e-4, atol=1e-5))
+    except (RuntimeError, AttributeError) as e:  # a build without the mkl ops
+        log.info("MKL packed sgemm unavailable (%s): SkinnyLinear instead", e)
+        return False
+
+
+def use_cpu_kernels(model: nn.Module, max_pack_bytes: int | None = None) -> tuple[int, int]:
+    """The decode kernels for the model's plain CPU Linear layers, in place (weights and ties untouched): fp32 ones
+    become PackedLinear where MKL's packed sgemm works and their packed copies fit `max_pack_bytes`, the other
+    fp32/bf16 ones SkinnyLinear. Quantized layers (bitsandbytes subclasses) and other devices are left alone.
+    Returns (packed, skinny) layer counts."""
+    plain = [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]
+    need = sum(m.weight.numel() * 4 for m in plain if m.weight.dtype == torch.float32)
+    can_pack = packed_sgemm_works() and (max_pack_bytes is None or need <= max_pack_bytes)
+    if max_pack_bytes is not None and need > max_pack_bytes:
+        log.info("packed matmuls need %d MiB, over the %d MiB allowed: SkinnyLinear", need >> 20, max_pack_bytes >> 20)
+    packed = skinny = 0
+    for module in plain:
+        if can_pack and module.weight.dtype == torch.float32:
+            module.__class__ = PackedLinear
+            assert isinstance(module, PackedLinear)
+            with torch.inference_mode():
+                module.pack()
+            packed += 1
+        elif module.weight.dtype in SKINNY_DTYPES:
+            module.__class__ = SkinnyLinear
+            skinny += 1
+    return packed, skinny
+
+
+def packed_bytes(model: nn.Module) -> int:
+    """Memory the packed copies take (about their weights' size), for the model's footprint."""
+    return sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, PackedLinear))
 
 
 def use_skinny_linears(model: nn.Module) -> int:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from app.engine import loader
-from app.engine.cpu_linear import SkinnyLinear
+from app.engine.cpu_linear import PackedLinear, SkinnyLinear, packed_sgemm_works
 from app.engine.kv_cache import BatchKVCache
 from app.registry.sources import embedded_source
 
@@ -58,8 +58,9 @@ def _greedy(weights: loader.LoadedWeights, prompts: list[str], steps: int) -> tu
 def test_loader_switches_plain_linears_and_answers_stay_the_same(embedded_snapshot: Path) -> None:
     fast, plain = _load(embedded_snapshot, True), _load(embedded_snapshot, False)
     fast_linears = [m for m in fast.model.modules() if isinstance(m, nn.Linear)]
-    assert fast_linears and all(type(m) is SkinnyLinear for m in fast_linears)
-    assert not any(isinstance(m, SkinnyLinear) for m in plain.model.modules())
+    kernel = PackedLinear if packed_sgemm_works() else SkinnyLinear  # fp32: MKL's packed sgemm where torch has it
+    assert fast_linears and all(type(m) is kernel for m in fast_linears)
+    assert not any(isinstance(m, PackedLinear | SkinnyLinear) for m in plain.model.modules())
     assert fast.model.get_output_embeddings().weight is fast.model.get_input_embeddings().weight
 
     prompts = ["What is the capital of France?", "Name three colours.", "Say hello in Spanish."]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from app.engine import cpu_linear
-from app.engine.cpu_linear import SkinnyLinear, use_skinny_linears
+from app.engine.cpu_linear import PackedLinear, SkinnyLinear, use_cpu_kernels, use_skinny_linears
 from tests.helpers.tiny_llama import tiny_llama
 
 
@@ -76,3 +76,80 @@ def test_switches_only_plain_fp32_and_bf16_linears_and_keeps_ties() -> None:
     with torch.inference_mode():
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# ---- PackedLinear: MKL's packed sgemm for fp32 ----
+
+needs_mkl = pytest.mark.skipif(not cpu_linear.packed_sgemm_works(), reason="torch built without MKL's packed sgemm")
+
+
+def _packed(bias: bool, out: int = 80, inp: int = 48) -> tuple[nn.Linear, nn.Linear]:
+    torch.manual_seed(0)
+    ref = nn.Linear(inp, out, bias=bias)
+    fast = nn.Linear(inp, out, bias=bias)
+    fast.load_state_dict(ref.state_dict())
+    holder = nn.Sequential(fast)
+    assert use_cpu_kernels(holder) == (1, 0)
+    assert type(fast) is PackedLinear
+    return ref, fast
+
+
+@needs_mkl
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 48), (4, 48), (2, 3, 48), (16, 1, 48), (300, 48)])
+def test_packed_matches_linear(bias: bool, shape: tuple[int, ...]) -> None:
+    ref, fast = _packed(bias)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        got, want = fast(x), ref(x)
+    assert got.shape == want.shape
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_mkl
+def test_packed_rows_are_the_same_bit_for_bit_whatever_the_batch() -> None:
+    # What keeps greedy answers batched equal to alone: a row's product does not depend on the rows beside it.
+    _, fast = _packed(False, out=1536, inp=576)
+    x = torch.randn(40, 576)
+    with torch.inference_mode():
+        alone = torch.cat([fast(x[i : i + 1]) for i in range(len(x))])
+        for rows in (2, 3, 16, 17, 32, 40):
+            assert torch.equal(fast(x[:rows]), alone[:rows]), rows
+
+
+@needs_mkl
+def test_use_cpu_kernels_packs_fp32_skinnies_bf16_and_keeps_ties() -> None:
+    model = tiny_llama(tie_word_embeddings=True)
+    sub = type("QuantLinear", (nn.Linear,), {})  # stands in for bitsandbytes' Linear8bitLt/Linear4bit
+    model.model.layers[0].mlp.up_proj.__class__ = sub
+    model.model.layers[1].mlp.down_proj.to(torch.bfloat16)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    packed, skinny = use_cpu_kernels(model)
+    assert (packed, skinny) == (len(linears) - 2, 1)
+    assert type(model.model.layers[0].mlp.up_proj) is sub
+    assert type(model.model.layers[1].mlp.down_proj) is SkinnyLinear
+    assert type(model.lm_head) is PackedLinear
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert cpu_linear.packed_bytes(model) == sum(m.weight.numel() * 4 for m in linears if type(m) is PackedLinear)
+
+
+@needs_mkl
+def test_packed_model_answers_like_the_plain_one() -> None:
+    model = tiny_llama(tie_word_embeddings=True)
+    ids = torch.randint(0, 64, (3, 7))
+    with torch.inference_mode():
+        want = model(input_ids=ids).logits
+        use_cpu_kernels(model)
+        got = model(input_ids=ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_without_packed_sgemm_or_room_fp32_gets_skinny(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_llama()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert use_cpu_kernels(model, max_pack_bytes=1) == (0, len(linears))  # no room for the packed copies
+    assert all(type(m) is SkinnyLinear for m in linears)
+    monkeypatch.setattr(cpu_linear, "packed_sgemm_works", lambda: False)
+    other = tiny_llama()
+    assert use_cpu_kernels(other) == (0, len(linears))
