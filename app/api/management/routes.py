@@ -3,7 +3,7 @@ and prefix-cache warm-up."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -32,49 +32,52 @@ def _scrubbed(value: Any) -> Any:
     return value
 
 
-def _admin(engine: object) -> ModelAdmin:
-    if not hasattr(engine, "available"):
+def _admin(request: Request) -> ModelAdmin:
+    """The model admin `create_app` was given (an app built over a bare test engine has none)."""
+    admin: ModelAdmin | None = request.app.state.admin
+    if admin is None:
         raise InvalidRequest("this engine has no model management")
-    return cast(ModelAdmin, engine)
+    return admin
 
 
 @router.get("/models/available")
-async def available_models(engine: EngineDep) -> dict[str, Any]:
+async def available_models(request: Request) -> dict[str, Any]:
     """Local, cached, upstream and alias models with memory estimates and whether each fits."""
-    payload: dict[str, Any] = _scrubbed(design.available_payload(_admin(engine).available()))
+    payload: dict[str, Any] = _scrubbed(design.available_payload(_admin(request).available()))
     return payload
 
 
 @router.post("/models/load", status_code=202)
-async def load_model(body: LoadRequest, engine: EngineDep, settings: SettingsDep) -> JSONResponse:
+async def load_model(body: LoadRequest, request: Request, settings: SettingsDep) -> JSONResponse:
     """Start loading a model in the background (202); poll /status. On an upstream it selects the model there."""
-    status = await _admin(engine).begin_load(
-        design.load_name(body.model_name_or_path, settings, engine), device=body.device, quantization=body.quantization
+    admin = _admin(request)
+    status = await admin.begin_load(
+        design.load_name(body.model_name_or_path, settings, admin), device=body.device, quantization=body.quantization
     )
     return JSONResponse(status, status_code=202)
 
 
 @router.get("/models/status")
-async def model_status(engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+async def model_status(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """The backend's active model and state (original design), then per model and per upstream detail."""
-    payload: dict[str, Any] = _scrubbed(design.status_payload(_admin(engine), settings))
+    payload: dict[str, Any] = _scrubbed(design.status_payload(_admin(request), settings))
     return payload
 
 
 @router.get("/models/config")
-async def get_model_config(engine: EngineDep, settings: SettingsDep, model: str | None = None) -> dict[str, Any]:
+async def get_model_config(request: Request, settings: SettingsDep, model: str | None = None) -> dict[str, Any]:
     """Default generation options of a model or alias (default: the active model), flat and as options."""
-    name = model or design.active_model(engine, settings)
+    name = model or design.active_model(request.app.state.admin, settings)
     if not name:
         raise InvalidRequest("model is required (no active model)", param="model")
-    return design.config_payload(_admin(engine).get_config(name), settings)
+    return design.config_payload(_admin(request).get_config(name), settings)
 
 
 @router.put("/models/config")
-async def put_model_config(body: ConfigUpdate, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+async def put_model_config(body: ConfigUpdate, request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Replace the default options, or update the flat fields given (persisted for aliases)."""
-    admin = _admin(engine)
-    name = body.model or design.active_model(engine, settings)
+    admin = _admin(request)
+    name = body.model or design.active_model(admin, settings)
     if not name:
         raise InvalidRequest("model is required (no active model)", param="model")
     flat = {design.FLAT_FIELDS[k]: v for k, v in body.model_dump(exclude_none=True).items() if k in design.FLAT_FIELDS}
@@ -93,7 +96,7 @@ async def unload_model(body: UnloadRequest, engine: EngineDep) -> dict[str, Any]
 
 
 @router.post("/cache/warm")
-async def warm_cache(body: WarmRequest, request: Request, engine: EngineDep) -> dict[str, Any]:
+async def warm_cache(body: WarmRequest, request: Request) -> dict[str, Any]:
     """Prefill a conversation prefix into the prefix cache so its first turn is fast."""
     try:
         messages = tuple(Message(role=str(m["role"]), content=str(m.get("content") or "")) for m in body.messages)
@@ -106,5 +109,5 @@ async def warm_cache(body: WarmRequest, request: Request, engine: EngineDep) -> 
         request_id=request_id(request),
         protocol="management",
     )
-    tokens = await _admin(engine).warm(req)
+    tokens = await _admin(request).warm(req)
     return {"model": body.model, "prompt_tokens": tokens}
