@@ -1,6 +1,7 @@
-"""The rules for generation options: the range of each SamplingParams field, and what stored options (an alias's,
-a model's defaults) may hold. One home for every caller: the engine checks each request's merged options, the
-registry checks what it stores, and the protocols check their wire values with the same ranges.
+"""The rules for generation options: the range of each SamplingParams field, the stop-sequence limits, and what
+stored options (an alias's, a model's defaults) may hold. One home for every caller: the engine checks each
+request's merged options, the registry checks what it stores, and the protocols check their wire values with the
+same ranges.
 
 It lives beside SamplingParams (app/params.py), below the registry and the engine, because both use it.
 Each rule raises InvalidRequest with `param` set to the SamplingParams field name; the protocols translate the
@@ -16,6 +17,7 @@ from typing import Any
 
 from app.errors import InvalidRequest
 from app.params import SamplingParams
+from app.settings import Settings
 
 # torch seeds are 64-bit; OpenAI and Ollama clients send signed 64-bit integers. -1 means "random" (llama.cpp's
 # and Ollama's convention).
@@ -89,6 +91,25 @@ def check_params(p: SamplingParams) -> None:
     """Range checks that apply whatever protocol the options came from (aliases and model defaults included)."""
     for field in RANGES:
         check_value(field, getattr(p, field))
+
+
+def check_stop(stop: Any, settings: Settings) -> None:
+    """Stop sequences, a request's or stored ones: strings, how many, how long (HUGLLAMA_MAX_STOP, _MAX_STOP_CHARS)."""
+    if not stop:
+        return
+    items = (stop,) if isinstance(stop, str) else stop  # stored options may hold one string (from_dict takes it)
+    if not isinstance(items, list | tuple):
+        raise InvalidRequest("stop must be a list of strings", param="stop")
+    if len(items) > settings.max_stop:
+        raise InvalidRequest(f"stop allows at most {settings.max_stop} sequences (HUGLLAMA_MAX_STOP)", param="stop")
+    for s in items:
+        if not isinstance(s, str):
+            raise InvalidRequest("stop sequences must be strings", param="stop")
+        if len(s) > settings.max_stop_chars:
+            raise InvalidRequest(
+                f"a stop sequence is longer than {settings.max_stop_chars} characters (HUGLLAMA_MAX_STOP_CHARS)",
+                param="stop",
+            )
 
 
 def validate_options(options: dict[str, Any]) -> SamplingParams:

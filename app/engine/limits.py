@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from app.engine.types import EmbeddingRequest, GenerationRequest, SamplingParams
 from app.errors import InvalidRequest
-from app.param_rules import check_value
+from app.param_rules import check_stop, check_value
 from app.settings import Settings
 
 
@@ -51,17 +51,7 @@ def check_generation(req: GenerationRequest, settings: Settings) -> None:
 
 
 def check_sampling_limits(p: SamplingParams, settings: Settings) -> None:
-    if p.stop:
-        if len(p.stop) > settings.max_stop:
-            raise InvalidRequest(f"stop allows at most {settings.max_stop} sequences (HUGLLAMA_MAX_STOP)", param="stop")
-        for s in p.stop:
-            if not isinstance(s, str):
-                raise InvalidRequest("stop sequences must be strings", param="stop")
-            if len(s) > settings.max_stop_chars:
-                raise InvalidRequest(
-                    f"a stop sequence is longer than {settings.max_stop_chars} characters (HUGLLAMA_MAX_STOP_CHARS)",
-                    param="stop",
-                )
+    check_stop(p.stop, settings)
     check_value("seed", p.seed)
 
 

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from app.errors import InvalidRequest
+from app.param_rules import check_stop
 from app.registry.types import Alias
 from app.settings import Settings
 
@@ -42,17 +43,7 @@ def check_alias(alias: Alias, settings: Settings) -> None:
 def check_options(options: dict[str, Any], settings: Settings) -> None:
     """Stored default options (an alias's, or a model's through PUT /api/v1/models/config): size and stop list."""
     _cap(options or None, settings.alias_max_options_bytes, "parameters", "HUGLLAMA_ALIAS_MAX_OPTIONS_BYTES")
-    stop = options.get("stop") if options else None
-    if isinstance(stop, list | tuple):
-        if len(stop) > settings.max_stop:
-            raise InvalidRequest(
-                f"too many stop sequences: {len(stop)} > {settings.max_stop} (HUGLLAMA_MAX_STOP)", param="stop"
-            )
-        if any(isinstance(s, str) and len(s) > settings.max_stop_chars for s in stop):
-            raise InvalidRequest(
-                f"a stop sequence is longer than {settings.max_stop_chars} characters (HUGLLAMA_MAX_STOP_CHARS)",
-                param="stop",
-            )
+    check_stop(options.get("stop") if options else None, settings)
 
 
 def check_count(existing: int, limit: int) -> None:

@@ -131,3 +131,20 @@ def test_the_catalog_stores_only_what_the_engine_accepts(tmp_path: Path, setting
         catalog.put_alias(Alias(name="x", model="smollm2:135m", options={"typical_p": 0}))
     assert (e.value.message, e.value.param) == ("typical_p must be in (0, 1]", "options.typical_p")
     assert catalog.store.list() == []
+
+
+def test_stop_limits_are_one_rule_for_requests_and_stored_options(settings: Settings) -> None:
+    from app.engine.limits import check_sampling_limits
+    from app.registry.limits import check_options
+
+    small = settings.model_copy(update={"max_stop": 2, "max_stop_chars": 5})
+    for stop, needle in ((["a", "b", "c"], "at most 2"), (["toolong"], "longer than 5"), ([1], "must be strings")):
+        with pytest.raises(InvalidRequest) as request_error:
+            check_sampling_limits(SamplingParams(stop=tuple(stop)), small)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequest) as stored_error:
+            check_options({"stop": stop}, small)
+        assert request_error.value.message == stored_error.value.message and needle in stored_error.value.message
+        assert request_error.value.param == stored_error.value.param == "stop"
+    check_options({"stop": "12345"}, small)
+    with pytest.raises(InvalidRequest):
+        check_options({"stop": "123456"}, small)  # one string, as an alias may store it, is checked too
