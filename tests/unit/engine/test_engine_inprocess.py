@@ -19,6 +19,7 @@ from app.registry import hfcache
 from app.registry.catalog import ModelCatalog
 from app.settings import Settings
 from tests.helpers.fake_hub import write_files
+from tests.helpers.prompts import WEATHER
 from tests.helpers.tiny_chat import tiny_chat_files
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
@@ -154,6 +155,34 @@ def test_loading_a_second_model_evicts_the_idle_one_and_keep_alive_0_unloads(
         assert [m.name for m in engine.running()] == ["tiny-chat-b:latest"]
         await engine.load("tiny-chat-b", keep_alive=0)
         assert engine.running() == []
+
+    _run(engine, scenario)
+
+
+def test_a_forced_tool_call_is_buffered_and_answered_as_one_call(
+    settings: Settings, models_dir: Path, tmp_path: Path
+) -> None:
+    engine = _engine(settings, models_dir, tmp_path)
+    sampling = SamplingParams(temperature=0.0, max_tokens=80)
+    req = GenerationRequest(
+        model="tiny-chat",
+        messages=(Message(role="user", content="Weather in Paris?"),),
+        tools=(WEATHER,),
+        tool_choice="required",
+        sampling=sampling,
+    )
+
+    async def scenario() -> None:
+        # A plain request decodes beside it: buffering is per row.
+        plain = await engine.start(_chat(PROMPTS[1]))
+        chunks = [c async for c in await engine.start(req)]
+        assert await _text(plain)
+        # Nothing streamed before the call: the row's text was held back and parsed into it.
+        assert [c.text for c in chunks] == ["", ""]
+        call, final = chunks
+        assert [c.name for c in call.tool_calls] == ["get_weather"]
+        assert isinstance(call.tool_calls[0].arguments["city"], str) and call.tool_calls[0].id
+        assert final.finish_reason == FinishReason.TOOL_CALLS and not final.tool_calls
 
     _run(engine, scenario)
 
