@@ -1,7 +1,7 @@
-"""The rules for generation options: the range of each SamplingParams field, the stop-sequence limits, and what
-stored options (an alias's, a model's defaults) may hold. One home for every caller: the engine checks each
-request's merged options, the registry checks what it stores, and the protocols check their wire values with the
-same ranges.
+"""The rules for generation options: the range of each SamplingParams field, the stop-sequence limits, which
+output formats (JSON schemas) are valid, and what stored options (an alias's, a model's defaults) may hold. One
+home for every caller: the engine checks each request's merged options, the registry checks what it stores, and
+the protocols check their wire values with the same rules.
 
 It lives beside SamplingParams (app/params.py), below the registry and the engine, because both use it.
 Each rule raises InvalidRequest with `param` set to the SamplingParams field name; the protocols translate the
@@ -119,8 +119,10 @@ def validate_options(options: dict[str, Any]) -> SamplingParams:
         valid = ", ".join(sorted(OPTION_NAMES))
         raise InvalidRequest(f"unknown option {unknown[0]!r} (valid options: {valid})", param=f"options.{unknown[0]}")
     fmt = options.get("format")
-    if "format" in options and not (fmt == "json" or isinstance(fmt, dict)):
-        raise InvalidRequest('alias format must be "json" or a JSON schema object', param="format")
+    if "format" in options:
+        if not (fmt == "json" or isinstance(fmt, dict)):
+            raise InvalidRequest('alias format must be "json" or a JSON schema object', param="format")
+        validate_format(fmt)  # a schema the engine would refuse on every request is refused when it is stored
     try:
         params = SamplingParams.from_dict({k: v for k, v in options.items() if k != "format"})
     except (TypeError, ValueError) as e:
@@ -130,3 +132,69 @@ def validate_options(options: dict[str, Any]) -> SamplingParams:
     except InvalidRequest as e:
         raise InvalidRequest(e.message, param=f"options.{e.param}") from None  # named where the request holds it
     return params
+
+
+FORMAT_HINT = 'expected "json" or a valid JSON Schema object'
+_JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+
+
+def check_json_schema(schema: Any, *, param: str, what: str = "format") -> None:
+    """Raise InvalidRequest unless `schema` is a well-formed JSON Schema object (jsonschema when installed)."""
+    if not isinstance(schema, dict):
+        raise InvalidRequest(f"invalid {what}: {FORMAT_HINT}", param=param)
+    try:
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+    except ImportError:  # jsonschema is a dev dependency; fall back to the checks that matter for compiling
+        _basic_schema_check(schema, param=param, what=what, path="")
+        return
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as e:
+        where = "/".join(str(p) for p in e.absolute_path)
+        at = f" at '{where}'" if where else ""
+        raise InvalidRequest(f"invalid {what}{at}: {e.message}; {FORMAT_HINT}", param=param) from None
+
+
+def _basic_schema_check(node: Any, *, param: str, what: str, path: str) -> None:
+    if isinstance(node, bool):
+        return
+    if not isinstance(node, dict):
+        raise InvalidRequest(
+            f"invalid {what} at '{path or '/'}': a schema must be an object; {FORMAT_HINT}", param=param
+        )
+    types = node.get("type")
+    if types is not None:
+        names = types if isinstance(types, list) else [types]
+        if not names or not all(isinstance(t, str) and t in _JSON_TYPES for t in names):
+            raise InvalidRequest(f"invalid {what} at '{path or '/'}': bad type {types!r}; {FORMAT_HINT}", param=param)
+    props = node.get("properties")
+    if props is not None:
+        if not isinstance(props, dict):
+            raise InvalidRequest(f"invalid {what}: 'properties' must be an object; {FORMAT_HINT}", param=param)
+        for key, sub in props.items():
+            _basic_schema_check(sub, param=param, what=what, path=f"{path}/properties/{key}")
+    required = node.get("required")
+    if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
+        raise InvalidRequest(f"invalid {what}: 'required' must be a list of strings; {FORMAT_HINT}", param=param)
+    for key in ("items", "additionalProperties", "not"):
+        if key in node:
+            _basic_schema_check(node[key], param=param, what=what, path=f"{path}/{key}")
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        if key in node:
+            subs = node[key]
+            if not isinstance(subs, list):
+                raise InvalidRequest(f"invalid {what}: '{key}' must be a list; {FORMAT_HINT}", param=param)
+            for i, sub in enumerate(subs):
+                _basic_schema_check(sub, param=param, what=what, path=f"{path}/{key}/{i}")
+
+
+def validate_format(fmt: str | dict[str, Any] | None, *, param: str = "format") -> None:
+    """Check a request's `format` without a tokenizer: None, "", "json" or a JSON Schema object."""
+    if fmt is None or fmt == "" or fmt == "json":
+        return
+    if isinstance(fmt, str):
+        raise InvalidRequest(f"invalid format: {fmt!r}; {FORMAT_HINT}", param=param)
+    if not isinstance(fmt, dict):
+        raise InvalidRequest(f"invalid format: a {type(fmt).__name__}; {FORMAT_HINT}", param=param)
+    check_json_schema(fmt, param=param)

@@ -130,6 +130,10 @@ def test_the_catalog_stores_only_what_the_engine_accepts(tmp_path: Path, setting
     with pytest.raises(InvalidRequest) as e:
         catalog.put_alias(Alias(name="x", model="smollm2:135m", options={"typical_p": 0}))
     assert (e.value.message, e.value.param) == ("typical_p must be in (0, 1]", "options.typical_p")
+    # A schema the engine refuses on every request was stored (only "json or an object" was checked).
+    with pytest.raises(InvalidRequest) as e:
+        catalog.put_alias(Alias(name="x", model="smollm2:135m", options={"format": {"type": "nonsense"}}))
+    assert e.value.param == "format" and "invalid format" in e.value.message
     assert catalog.store.list() == []
 
 
