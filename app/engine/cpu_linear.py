@@ -5,7 +5,8 @@ fp32 with MKL (torch's x86 builds): `PackedLinear`, MKL's packed sgemm (`cblas_s
 streams the weights in MKL's own blocked layout: a 16-row decode step's matmuls took 1.25-1.4x less time than
 `SkinnyLinear` (bench/README.md, "Packed matmuls"), and every row's result is bit for bit the same whatever the
 number of rows beside it, which plain sgemm does not give (its blocking depends on the row count). The packed copy
-costs about the weights' size again in memory.
+replaces the weight (its storage is released), so memory is unchanged; a weight shared with another module (tied
+input embeddings, which need its rows) is not packed: that layer takes `SkinnyLinear`.
 
 Otherwise (bf16, or torch without MKL), `SkinnyLinear`:
 
@@ -52,23 +53,27 @@ PACK_HINT_ROWS = 128
 
 
 class PackedLinear(nn.Linear):
-    """An fp32 Linear computed by MKL's packed sgemm. The packed copy is taken once (`pack`): the weights must not
-    change afterwards (the loader packs last; a dtype change falls back to nn.Linear)."""
+    """An fp32 Linear computed by MKL's packed sgemm. `pack` takes the packed copy once and releases the weight's
+    storage (the weight stays a zero-stride view of its shape: shape and dtype for whoever asks, no memory), so the
+    weights must not change afterwards (the loader packs last)."""
 
     packed: torch.Tensor
 
     def pack(self) -> None:
         self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight.detach(), PACK_HINT_ROWS)
+        # The packed op reads only the original's shape when the row count it is given matches (always, below).
+        placeholder = torch.zeros((), dtype=self.weight.dtype).expand(self.out_features, self.in_features)
+        self.weight = nn.Parameter(placeholder, requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
-        if rows == 0 or x.dtype != torch.float32 or self.weight.dtype != torch.float32 or x.device.type != "cpu":
-            return super().forward(x)
+        if rows == 0:
+            return x.new_empty(*x.shape[:-1], self.out_features)
         # The last argument is the row count the op's guard compares with the one packed for; the buffer serves any.
         y: torch.Tensor = torch.ops.mkl._mkl_linear(
-            x.reshape(rows, x.shape[-1]), self.packed, self.weight, self.bias, rows
+            x.reshape(rows, x.shape[-1]).to(torch.float32), self.packed, self.weight, self.bias, rows
         )
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
 @functools.cache
@@ -92,19 +97,18 @@ def packed_sgemm_works() -> bool:
         return False
 
 
-def use_cpu_kernels(model: nn.Module, max_pack_bytes: int | None = None) -> tuple[int, int]:
-    """The decode kernels for the model's plain CPU Linear layers, in place (weights and ties untouched): fp32 ones
-    become PackedLinear where MKL's packed sgemm works and their packed copies fit `max_pack_bytes`, the other
-    fp32/bf16 ones SkinnyLinear. Quantized layers (bitsandbytes subclasses) and other devices are left alone.
+def use_cpu_kernels(model: nn.Module) -> tuple[int, int]:
+    """The decode kernels for the model's plain CPU Linear layers, in place: fp32 ones whose weight no other module
+    shares become PackedLinear where MKL's packed sgemm works, the other fp32/bf16 ones SkinnyLinear (a tied
+    weight stays the same Parameter). Quantized layers (bitsandbytes subclasses) and other devices are left alone.
     Returns (packed, skinny) layer counts."""
-    plain = [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]
-    need = sum(m.weight.numel() * 4 for m in plain if m.weight.dtype == torch.float32)
-    can_pack = packed_sgemm_works() and (max_pack_bytes is None or need <= max_pack_bytes)
-    if max_pack_bytes is not None and need > max_pack_bytes:
-        log.info("packed matmuls need %d MiB, over the %d MiB allowed: SkinnyLinear", need >> 20, max_pack_bytes >> 20)
+    uses: dict[int, int] = {}
+    for _, param in model.named_parameters(remove_duplicate=False):
+        uses[id(param)] = uses.get(id(param), 0) + 1
+    can_pack = packed_sgemm_works()
     packed = skinny = 0
-    for module in plain:
-        if can_pack and module.weight.dtype == torch.float32:
+    for module in [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]:
+        if can_pack and module.weight.dtype == torch.float32 and uses[id(module.weight)] == 1:
             module.__class__ = PackedLinear
             assert isinstance(module, PackedLinear)
             with torch.inference_mode():
@@ -114,11 +118,6 @@ def use_cpu_kernels(model: nn.Module, max_pack_bytes: int | None = None) -> tupl
             module.__class__ = SkinnyLinear
             skinny += 1
     return packed, skinny
-
-
-def packed_bytes(model: nn.Module) -> int:
-    """Memory the packed copies take (about their weights' size), for the model's footprint."""
-    return sum(m.weight.numel() * 4 for m in model.modules() if isinstance(m, PackedLinear))
 
 
 def use_skinny_linears(model: nn.Module) -> int:

@@ -22,10 +22,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
-from app.engine.cpu_linear import packed_bytes, use_cpu_kernels
+from app.engine.cpu_linear import use_cpu_kernels
 from app.engine.snapshot_store import prune_unused, share_with_group, write_marker
 from app.errors import InvalidRequest, ModelLoadFailed
-from app.hardware import detect
 from app.registry.sources import snapshot_key
 from app.registry.types import ModelSource
 
@@ -137,8 +136,7 @@ def load(
             model = model.to(device)  # type: ignore[arg-type]
         model.eval()  # type: ignore[no-untyped-call]
         if skinny_matmul and qconfig is None and device == "cpu":
-            # The packed copy must leave half of what is free for KV cache and other models.
-            use_cpu_kernels(model, max_pack_bytes=detect.memory_for("cpu").free_bytes // 2)
+            use_cpu_kernels(model)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e
     return LoadedWeights(
@@ -148,8 +146,8 @@ def load(
         dtype=dtype,
         quantization=quantization,
         load_seconds=time.perf_counter() - started,
-        # The packed matmul weights are a second copy (app/engine/cpu_linear.py).
-        footprint_bytes=int(model.get_memory_footprint()) + packed_bytes(model),  # type: ignore[no-untyped-call]
+        # A packed layer's weight is a zero-stride view counted at its full size: the packed copy's size.
+        footprint_bytes=int(model.get_memory_footprint()),  # type: ignore[no-untyped-call]
         snapshot=path,
     )
 

@@ -125,13 +125,19 @@ def test_use_cpu_kernels_packs_fp32_skinnies_bf16_and_keeps_ties() -> None:
     model.model.layers[0].mlp.up_proj.__class__ = sub
     model.model.layers[1].mlp.down_proj.to(torch.bfloat16)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    footprint = model.get_memory_footprint()
     packed, skinny = use_cpu_kernels(model)
-    assert (packed, skinny) == (len(linears) - 2, 1)
+    # The tied lm_head keeps its weight (the input embeddings read its rows) and takes SkinnyLinear.
+    assert (packed, skinny) == (len(linears) - 3, 2)
     assert type(model.model.layers[0].mlp.up_proj) is sub
     assert type(model.model.layers[1].mlp.down_proj) is SkinnyLinear
-    assert type(model.lm_head) is PackedLinear
+    assert type(model.lm_head) is SkinnyLinear
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    assert cpu_linear.packed_bytes(model) == sum(m.weight.numel() * 4 for m in linears if type(m) is PackedLinear)
+    # A packed layer's weight storage is released: no second copy, and the footprint the manager plans with holds.
+    q_proj = model.model.layers[0].self_attn.q_proj
+    assert type(q_proj) is PackedLinear and q_proj.weight.untyped_storage().nbytes() <= 4
+    assert q_proj.weight.shape == (q_proj.out_features, q_proj.in_features)
+    assert model.get_memory_footprint() == footprint
 
 
 @needs_mkl
@@ -145,11 +151,9 @@ def test_packed_model_answers_like_the_plain_one() -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_without_packed_sgemm_or_room_fp32_gets_skinny(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_packed_sgemm_fp32_gets_skinny(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_linear, "packed_sgemm_works", lambda: False)
     model = tiny_llama()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    assert use_cpu_kernels(model, max_pack_bytes=1) == (0, len(linears))  # no room for the packed copies
+    assert use_cpu_kernels(model) == (0, len(linears))
     assert all(type(m) is SkinnyLinear for m in linears)
-    monkeypatch.setattr(cpu_linear, "packed_sgemm_works", lambda: False)
-    other = tiny_llama()
-    assert use_cpu_kernels(other) == (0, len(linears))
