@@ -187,11 +187,12 @@ async def _iterate(items: Iterator[str]) -> AsyncIterator[str]:
 @router.post("/copy", response_class=Response)
 async def copy(req: schemas.CopyRequest, catalog: CatalogDep) -> Response:
     """Copy a model or alias under a new alias name; 200 with an empty body."""
-    if not (req.source or "").strip():
+    source, destination = (req.source or "").strip(), (req.destination or "").strip()
+    if not source:
         raise InvalidRequest("source is required", param="source")
-    if not (req.destination or "").strip():
+    if not destination:
         raise InvalidRequest("destination is required", param="destination")
-    catalog.copy(req.source.strip(), req.destination.strip())  # type: ignore[union-attr]
+    catalog.copy(source, destination)
     return Response(status_code=200)
 
 
