@@ -27,7 +27,6 @@ VENV_BIN = REPO / ".venv" / "bin"
 HUGLLAMA = VENV_BIN / "hugllama"
 TRANSFORMERS = VENV_BIN / "transformers"
 MODEL = "smollm2:135m"
-DEFAULT_SNAPSHOTS = Path(os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots"))
 READY_TIMEOUT = 900.0
 
 # loadgen.py is a script next to this file (a copy of ../shared/bench/loadgen.py), untyped: imported as Any.
@@ -35,7 +34,10 @@ sys.path.insert(0, str(BENCH))
 loadgen: Any = importlib.import_module("loadgen")
 # The bench runs from a checkout (it starts .venv/bin/hugllama): it takes the tests' free-port helper.
 sys.path.insert(1, str(REPO))
+from tests.helpers.env import snapshots_dir  # noqa: E402
 from tests.helpers.net import free_port  # noqa: E402
+
+DEFAULT_SNAPSHOTS = snapshots_dir()  # the slow tier's, so the embedded model is converted once per machine
 
 
 def pinned_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:

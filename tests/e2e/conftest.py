@@ -18,9 +18,7 @@ import httpx
 import pytest
 
 from tests.helpers.net import free_port
-from tests.slow.conftest import ServerProcess, running_server, shared_snapshots
-
-__all__ = ["shared_snapshots"]  # the slow tier's fixture: one converted snapshot for every server
+from tests.slow.conftest import ServerProcess, running_server
 
 E2E_CACHE = Path(os.environ.get("HUGLLAMA_E2E_CACHE", "/var/cache/hugllama-test"))
 VENV = E2E_CACHE / "open-webui-venv"

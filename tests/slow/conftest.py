@@ -31,13 +31,6 @@ MODEL = "smollm2:135m"
 READY_TIMEOUT = float(os.environ.get("HL_READY_TIMEOUT", "600"))
 
 
-@pytest.fixture(scope="session")
-def shared_snapshots() -> Path:
-    path = Path(os.environ.get("HUGLLAMA_TEST_SNAPSHOTS", Path.home() / ".cache" / "hugllama-test-snapshots"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 class ServerProcess:
     def __init__(self, url: str, proc: subprocess.Popen[bytes], home: Path, log_path: Path) -> None:
         self.url = url
