@@ -119,11 +119,13 @@ def test_a_closed_stream_leaves_the_batch_and_the_others_go_on(
 
 def test_a_request_closed_while_queued_is_never_run(settings: Settings, models_dir: Path, tmp_path: Path) -> None:
     engine = _engine(settings, models_dir, tmp_path, num_parallel=1)
+    # Long enough that the one slot stays taken while the queued request is closed, however loaded the machine.
+    long = SamplingParams(temperature=0.0, max_tokens=200, ignore_eos=True)
 
     async def scenario() -> None:
-        want = await _text(await engine.start(_chat(PROMPTS[1])))
+        want = await _text(await engine.start(_chat(PROMPTS[1], sampling=long)))
         res = next(iter(engine.manager.residents.values()))
-        running = await engine.start(_chat(PROMPTS[1]))
+        running = await engine.start(_chat(PROMPTS[1], sampling=long))
         queued = await engine.start(_chat(PROMPTS[0]))
         waiting = res.scheduler._pending[-1]  # one slot: it waits behind `running`
         reader = asyncio.create_task(_text(queued))  # waits for its first chunk, as a client does
