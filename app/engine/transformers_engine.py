@@ -9,7 +9,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from app.engine import limits
@@ -216,7 +216,7 @@ class TransformersEngine:
             seq.prefill_only = True
         res.scheduler.submit(seq)
         ctx = _StreamContext(res, seq, queue, req, tool_choice, queued_at, load_ns, ticket)
-        return self._stream(ctx)
+        return _LocalStream(self, ctx)
 
     def _render(
         self,
@@ -278,8 +278,8 @@ class TransformersEngine:
         if self.manager.release_and_maybe_unload(res):
             asyncio.get_running_loop().create_task(self.manager.unload(res.resolved))
 
-    async def _stream(self, ctx: _StreamContext) -> AsyncIterator[Chunk]:
-        res, seq, queue, req = ctx.res, ctx.seq, ctx.queue, ctx.req
+    async def _stream(self, ctx: _StreamContext) -> AsyncGenerator[Chunk]:
+        seq, queue, req = ctx.seq, ctx.queue, ctx.req
         label = self.metrics.model_label(req.model)
         waiting = True
         buffering = bool(req.tools) and ctx.tool_choice != "none"
@@ -327,12 +327,20 @@ class TransformersEngine:
                     log.info("content: prompt=%r completion=%r", req.messages or req.prompt, ctx.seq.detok.text())
                 return
         finally:
-            ctx.ticket.close()
-            if not finished:
-                res.scheduler.cancel(seq)
-                # Count what a cancelled request did generate, so the token counters show generation stopping.
-                self.metrics.generation_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(len(seq.generated))
-            self._release(res)
+            self._end(ctx, finished=finished)
+
+    def _end(self, ctx: _StreamContext, *, finished: bool) -> None:
+        """Give back what the request holds (queue place, batch row, model residency); once, however it ended."""
+        if ctx.ended:
+            return
+        ctx.ended = True
+        ctx.ticket.close()
+        if not finished:
+            ctx.res.scheduler.cancel(ctx.seq)
+            # Count what a cancelled request did generate, so the token counters show generation stopping.
+            label = self.metrics.model_label(ctx.req.model)
+            self.metrics.generation_tokens.labels(model=label, backend=LOCAL_BACKEND).inc(len(ctx.seq.generated))
+        self._release(ctx.res)
 
     def _finalize(self, ctx: _StreamContext, final: Chunk, buffered: list[Chunk]) -> list[Chunk]:
         timings = Timings(
@@ -392,6 +400,31 @@ class _StreamContext:
     queued_at: float
     load_ns: int
     ticket: Ticket
+    ended: bool = False
+
+
+class _LocalStream:
+    """The chunk iterator `start` returns. A class around the `_stream` generator, not the generator itself: an
+    async generator closed before its first `__anext__` never runs its `finally`, so a stream closed unread (a
+    later choice's start failed, the client left before the body began) would keep its queue place, its batch row
+    (generating into a queue nobody reads) and its model's residency. `aclose()` gives them back in any state."""
+
+    def __init__(self, engine: TransformersEngine, ctx: _StreamContext) -> None:
+        self._engine = engine
+        self._ctx = ctx
+        self._gen = engine._stream(ctx)
+
+    def __aiter__(self) -> _LocalStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._gen.aclose()  # a started generator ends through its own `finally`
+        finally:
+            self._engine._end(self._ctx, finished=False)  # a no-op when it did
 
 
 def _alias_format(alias: Alias | None) -> Any:

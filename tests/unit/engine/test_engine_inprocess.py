@@ -216,3 +216,54 @@ def test_bad_input_is_refused_before_admission(
         assert await _text(await engine.start(_chat("hi")))
 
     _run(engine, scenario)
+
+
+def _settled(engine: TransformersEngine) -> bool:
+    return engine.admission.waiting == 0 and all(
+        r.in_flight == 0 and not r.scheduler._active and not r.scheduler._pending
+        for r in engine.manager.residents.values()
+    )
+
+
+async def _until_settled(engine: TransformersEngine) -> None:
+    for _ in range(250):
+        if _settled(engine):
+            return
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("read", [0, 1], ids=["never_read", "after_one_chunk"])
+def test_a_stream_closed_unread_or_after_one_chunk_gives_everything_back(
+    settings: Settings, models_dir: Path, tmp_path: Path, read: int
+) -> None:
+    # An async generator closed before its first __anext__ skips its `finally`: a stream closed unread (n>1 whose
+    # later choice failed to start, a client gone before the body began) kept its queue place, its row and its
+    # model for good. Closed unread or after one chunk, it gives all of them back, and its neighbour is unaffected.
+    engine = _engine(settings, models_dir, tmp_path)
+    long = SamplingParams(temperature=0.0, max_tokens=300, ignore_eos=True)
+
+    async def scenario() -> None:
+        want = await _text(await engine.start(_chat(PROMPTS[1])))
+        res = next(iter(engine.manager.residents.values()))
+        submitted: list[Any] = []
+        submit = res.scheduler.submit
+        res.scheduler.submit = lambda seq: (submitted.append(seq), submit(seq))[1]  # type: ignore[method-assign]
+        victim = await engine.start(_chat(PROMPTS[1]))
+        closed = await engine.start(_chat(PROMPTS[0], sampling=long))
+        row = submitted[-1]
+        for _ in range(read):
+            await anext(closed)
+        await closed.aclose()  # type: ignore[attr-defined]
+        assert row.cancelled
+        assert await _text(victim) == want
+        await _until_settled(engine)
+        assert _settled(engine) and res.in_flight == 0 and engine.admission.waiting == 0
+        assert engine.metrics.requests_running._value.get() == 0  # type: ignore[attr-defined]
+        assert engine.metrics.requests_waiting._value.get() == 0  # type: ignore[attr-defined]
+        assert len(row.generated) < 100  # it stopped when closed, not at its 300-token budget
+        await closed.aclose()  # type: ignore[attr-defined]  # a second close gives nothing back twice
+        assert res.in_flight == 0 and engine.admission.waiting == 0
+        # and the model is free to go: nothing holds it
+        assert await engine.unload("tiny-chat") and engine.running() == []
+
+    _run(engine, scenario)
