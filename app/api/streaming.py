@@ -23,11 +23,13 @@ from typing import Any, Protocol, TypeVar
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from app.engine.base import Engine
 from app.engine.types import Chunk, GenerationRequest
 from app.errors import Cancelled, ServiceError
 from app.metrics import Metrics
+from app.registry.types import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +184,29 @@ async def guarded_stream(
         await aclose_quietly(source)
 
 
-def stream_response(body: AsyncIterator[str], media_type: str) -> StreamingResponse:
-    return StreamingResponse(body, media_type=media_type, headers=STREAM_HEADERS)
+class _ClosingStreamingResponse(StreamingResponse):
+    """Closes the body and the engine streams behind it when the response ends, however it ends. A client gone
+    before the body is first iterated leaves the body's generators unstarted, and an unstarted async generator's
+    `finally` never runs, so closing them would not reach the engine streams: they are closed here directly."""
+
+    def __init__(self, body: AsyncIterator[str], media_type: str, owned: Sequence[AsyncIterator[Chunk]]) -> None:
+        super().__init__(body, media_type=media_type, headers=STREAM_HEADERS)
+        self._owned = owned
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await aclose_quietly(self.body_iterator)
+            for stream in self._owned:
+                await aclose_quietly(stream)
+
+
+def stream_response(
+    body: AsyncIterator[str], media_type: str, owned: Sequence[AsyncIterator[Chunk]] = ()
+) -> StreamingResponse:
+    """`body` as a streamed response; `owned` are the engine streams it reads, closed when the response ends."""
+    return _ClosingStreamingResponse(body, media_type, owned)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T], metrics: Metrics | None = None) -> T:
@@ -272,14 +295,19 @@ class Framing:
 
 
 async def start_all(
-    request: Request, engine: Engine, requests: Sequence[GenerationRequest], metrics: Metrics
+    request: Request,
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    metrics: Metrics,
+    resolved: ResolvedModel | None = None,
 ) -> list[AsyncIterator[Chunk]]:
-    """Start every choice before the first byte; if one start fails, the ones already started are closed."""
+    """Start every choice before the first byte; if one start fails, the ones already started are closed.
+    `resolved` is the route's catalog answer for the requests' one model, handed on so it is not resolved again."""
     streams: list[AsyncIterator[Chunk]] = []
     try:
         for req in requests:
             # Admission, loading and rendering stop when the client leaves (a slow template render is killed).
-            streams.append(await until_disconnect(request, engine.start(req), metrics))
+            streams.append(await until_disconnect(request, engine.start(req, resolved), metrics))
     except BaseException:
         for stream in streams:
             await aclose_quietly(stream)
@@ -302,5 +330,9 @@ async def answer(
     if stream:
         events = encode_stream(encoder, chunks, framing.frame)
         guarded = guarded_stream(events, framing.error, metrics=metrics, closing=framing.closing)
-        return stream_response(guarded, framing.media_type)
-    return framing.whole(await until_disconnect(request, encode_response(encoder, chunks), metrics))
+        return stream_response(guarded, framing.media_type, streams)
+    try:
+        return framing.whole(await until_disconnect(request, encode_response(encoder, chunks), metrics))
+    finally:
+        for started in streams:  # closed already unless the work was cancelled before it first ran
+            await aclose_quietly(started)

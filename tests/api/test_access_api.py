@@ -204,12 +204,12 @@ def test_seed_in_range_is_accepted(client: TestClient, seed: int) -> None:
 
 
 class PathLeakingEngine(FakeEngine):
-    async def start(self, req: GenerationRequest) -> Any:
+    async def start(self, req: GenerationRequest, resolved: Any = None) -> Any:
         raise ServiceError("cannot read /home/svc/.cache/huggingface/hub/models--org--m/blobs/0a1b2c: bad magic")
 
 
 class CrashingEngine(FakeEngine):
-    async def start(self, req: GenerationRequest) -> Any:
+    async def start(self, req: GenerationRequest, resolved: Any = None) -> Any:
         raise RuntimeError("boom in /opt/secret/layout/engine.py")
 
 

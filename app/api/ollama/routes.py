@@ -35,6 +35,7 @@ from app.api.streaming import (
 )
 from app.engine.types import EmbeddingRequest, Embeddings, GenerationRequest
 from app.errors import InvalidRequest, ModelNotFound, ServiceError
+from app.registry.types import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +77,28 @@ def _not_supported(message: str) -> Response:
 # --- generation -------------------------------------------------------------------------------------------------
 
 
-def _resolved(call: Call, model: str | None, missing: ServiceError) -> str:
-    """The requested model name, checked against the catalog before anything else (a 404 or an invalid name comes
-    first, as Ollama orders them); `missing` when there is none (Ollama words that per route)."""
+def _resolved(call: Call, model: str | None, missing: ServiceError) -> tuple[str, ResolvedModel]:
+    """The requested model name and the catalog's answer for it, resolved before anything else (a 404 or an
+    invalid name comes first, as Ollama orders them) and handed on to the engine, which does not resolve it again;
+    `missing` when there is no name (Ollama words that per route)."""
     if not model:
         raise missing
-    call.catalog.resolve(model)
-    return model
+    return model, call.catalog.resolve(model)
 
 
-async def _generation(call: Call, kind: responses.Kind, model: str, gen: GenerationRequest, stream: bool) -> Response:
+async def _generation(
+    call: Call, kind: responses.Kind, named: tuple[str, ResolvedModel], gen: GenerationRequest, stream: bool
+) -> Response:
     """A load or unload request's one object, else the answer (NDJSON lines or one object)."""
+    model, resolved = named
     action = convert.lifecycle_action(gen)
     if action == "unload":
-        await call.engine.unload(model)
+        await call.engine.unload(model, resolved=resolved)
     elif action == "load":
-        await call.engine.load(model, keep_alive=gen.keep_alive)
+        await call.engine.load(model, keep_alive=gen.keep_alive, resolved=resolved)
     if action is not None:  # a single object even when streaming, like Ollama (Open WebUI reads it with .json())
         return _json(responses.load_response(kind, model, action, time.time_ns()))
-    streams = await start_all(call.request, call.engine, [gen], call.metrics)
+    streams = await start_all(call.request, call.engine, [gen], call.metrics, resolved)
     encoder = responses.GenerationStream(kind, model, raw=gen.raw)
     return await answer(call.request, call.metrics, encoder, streams, stream=stream, framing=NDJSON_FRAMING)
 
@@ -103,41 +107,41 @@ async def _generation(call: Call, kind: responses.Kind, model: str, gen: Generat
 async def generate(req: schemas.GenerateRequest, call: CallDep) -> Response:
     """Completion. NDJSON stream unless `"stream": false`. `template` is a Jinja template (not Go); `shift` is
     accepted, but the context is never shifted (generation stops with "length")."""
-    model = _resolved(call, req.model, ModelNotFound(""))
+    named = _resolved(call, req.model, ModelNotFound(""))
     gen = convert.to_generate_request(req, request_id=call.request_id)
-    return await _generation(call, "generate", model, gen, req.stream is not False)
+    return await _generation(call, "generate", named, gen, req.stream is not False)
 
 
 @router.post("/chat", response_model=schemas.ChatResponse, responses=_STREAMED)
 async def chat(req: schemas.ChatRequest, call: CallDep) -> Response:
     """Chat completion. NDJSON stream unless `"stream": false`; tool calls arrive in their own chunk."""
-    model = _resolved(call, req.model, InvalidRequest("model is required", param="model"))
+    named = _resolved(call, req.model, InvalidRequest("model is required", param="model"))
     gen = convert.to_chat_request(req, request_id=call.request_id)
-    return await _generation(call, "chat", model, gen, req.stream is not False)
+    return await _generation(call, "chat", named, gen, req.stream is not False)
 
 
-async def _embeddings(call: Call, emb: EmbeddingRequest) -> Embeddings | None:
+async def _embeddings(call: Call, emb: EmbeddingRequest, resolved: ResolvedModel) -> Embeddings | None:
     """None when there is nothing to embed: the request only loads the model, as in Ollama."""
     if not emb.inputs:
-        await call.engine.load(emb.model, keep_alive=emb.keep_alive)
+        await call.engine.load(emb.model, keep_alive=emb.keep_alive, resolved=resolved)
         return None
-    return await until_disconnect(call.request, call.engine.embed(emb), call.metrics)
+    return await until_disconnect(call.request, call.engine.embed(emb, resolved), call.metrics)
 
 
 @router.post("/embed", response_model=schemas.EmbedResponse)
 async def embed(req: schemas.EmbedRequest, call: CallDep) -> Response:
     """Embeddings: one L2-normalised vector per input (the mean of the model's last hidden states over the
     input's tokens). An empty or missing `input` only loads the model."""
-    model = _resolved(call, req.model, ModelNotFound(""))
-    out = await _embeddings(call, convert.to_embed_request(req, request_id=call.request_id))
+    model, resolved = _resolved(call, req.model, ModelNotFound(""))
+    out = await _embeddings(call, convert.to_embed_request(req, request_id=call.request_id), resolved)
     return _json(responses.to_embed_response(model, out))
 
 
 @router.post("/embeddings", response_model=schemas.EmbeddingsResponse)
 async def embeddings(req: schemas.EmbeddingsRequest, call: CallDep) -> Response:
     """Legacy single embedding: `prompt` in, `{"embedding": [...]}` out, not normalised (as Ollama does)."""
-    _resolved(call, req.model, InvalidRequest("model is required", param="model"))
-    out = await _embeddings(call, convert.to_legacy_embedding_request(req, request_id=call.request_id))
+    _, resolved = _resolved(call, req.model, InvalidRequest("model is required", param="model"))
+    out = await _embeddings(call, convert.to_legacy_embedding_request(req, request_id=call.request_id), resolved)
     return _json(schemas.EmbeddingsResponse(embedding=list(out.vectors[0]) if out else []))
 
 

@@ -37,7 +37,9 @@ SSE_FRAMING = Framing(media_type=SSE, frame=encode_sse, error=sse_error, whole=J
 async def create_chat_completion(body: ChatCompletionRequest, call: CallDep) -> Response:
     """Create a chat completion (SSE chunks when `stream` is true)."""
     requests = convert.to_chat_requests(body, request_id=call.request_id)
-    streams = await start_all(call.request, call.engine, requests, call.metrics)
+    # The choices' one model, resolved once for all of them after the body's checks (the engine does not again).
+    resolved = call.catalog.resolve(body.model)
+    streams = await start_all(call.request, call.engine, requests, call.metrics, resolved)
     encoder = responses.ChatStream(body, responses.ResponseIds.new("chatcmpl", body.model), len(streams))
     return await answer(call.request, call.metrics, encoder, streams, stream=bool(body.stream), framing=SSE_FRAMING)
 
@@ -47,7 +49,8 @@ async def create_completion(body: CompletionRequest, call: CallDep) -> Response:
     """Create a text completion from raw prompts (no chat template; SSE chunks when `stream` is true)."""
     requests = convert.to_completion_requests(body, request_id=call.request_id)
     prompts = convert.to_prompts(body.prompt)
-    streams = await start_all(call.request, call.engine, requests, call.metrics)
+    resolved = call.catalog.resolve(body.model)  # once for every choice, after the body's checks
+    streams = await start_all(call.request, call.engine, requests, call.metrics, resolved)
     encoder = responses.CompletionStream(body, prompts, responses.ResponseIds.new("cmpl", body.model))
     return await answer(call.request, call.metrics, encoder, streams, stream=bool(body.stream), framing=SSE_FRAMING)
 
@@ -56,7 +59,8 @@ async def create_completion(body: CompletionRequest, call: CallDep) -> Response:
 async def create_embedding(body: EmbeddingRequest, call: CallDep) -> Response:
     """Embed each input: L2-normalised mean of the model's last hidden states (`dimensions` keeps the first N)."""
     req = embeddings.to_embedding_request(body, request_id=call.request_id)
-    out = await until_disconnect(call.request, call.engine.embed(req), call.metrics)
+    resolved = call.catalog.resolve(req.model)  # once: the engine does not resolve it again
+    out = await until_disconnect(call.request, call.engine.embed(req, resolved), call.metrics)
     return JSONResponse(responses.json_body(embeddings.to_embedding_response(body, out)))
 
 

@@ -134,7 +134,7 @@ def test_no_messages_loads_and_keep_alive_zero_unloads(client: TestClient, fake_
 def test_load_passes_keep_alive(client: TestClient, fake_engine: FakeEngine, monkeypatch: Any) -> None:
     seen: list[Any] = []
 
-    async def load(model: str, *, keep_alive: float | None = None) -> float:
+    async def load(model: str, *, keep_alive: float | None = None, resolved: Any = None) -> float:
         seen.append((model, keep_alive))
         return 0.0
 
@@ -171,7 +171,7 @@ def test_errors(client: TestClient, body: dict[str, Any], status: int, message: 
 def test_overload_keeps_503_and_retry_after(client: TestClient, fake_engine: FakeEngine, monkeypatch: Any) -> None:
     from app.errors import Overloaded
 
-    async def start(req: Any) -> Any:
+    async def start(req: Any, resolved: Any = None) -> Any:
         raise Overloaded("server busy, please try again.  maximum pending requests exceeded")
 
     monkeypatch.setattr(fake_engine, "start", start)

@@ -476,10 +476,10 @@ class OverloadedOnSecondStart(FakeEngine):
         super().__init__()
         self.streams: list[Any] = []
 
-    async def start(self, req: Any) -> Any:
+    async def start(self, req: Any, resolved: Any = None) -> Any:
         if self.streams:
             raise Overloaded("server busy, please try again")
-        stream = await super().start(req)
+        stream = await super().start(req, resolved)
         self.streams.append(stream)
         return stream
 
