@@ -1,6 +1,6 @@
 """Where a decode step's time goes: torch.profiler over decode steps of the embedded model, called exactly as the
-scheduler calls it (left-padded BatchKVCache, attention mask and position ids, SkinnyLinear), rows of different
-prompt lengths so the cache has padding.
+scheduler calls it (left-padded BatchKVCache, attention mask and position ids, the loader's matmul kernels), rows
+of different prompt lengths so the cache has padding.
 
 Prints the top ops by self CPU time and a summary by kind (matmuls, attention, RoPE, RMSNorm, the rest), plus
 the median wall time of a step, of the model's trunk alone and of the lm_head.
@@ -22,14 +22,14 @@ from torch.profiler import ProfilerActivity, profile
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.engine.cpu_linear import use_skinny_linears
+from app.engine.cpu_linear import use_cpu_kernels
 from app.engine.kv_cache import BatchKVCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 KINDS = {
-    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
+    "matmul": ("mkl::_mkl_linear", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
     "attention": ("aten::_scaled_dot_product", "aten::scaled_dot_product", "aten::_softmax", "aten::baddbmm"),
 }
 
@@ -82,7 +82,7 @@ def main() -> None:
     if snapshot is None:
         sys.exit("no snapshot: run `make serve` or bench/run.py once, or pass SNAPSHOT_DIR")
     model = AutoModelForCausalLM.from_pretrained(snapshot, dtype=torch.float32).eval()
-    use_skinny_linears(model)
+    use_cpu_kernels(model)
     rows = Rows(model, args.batch, args.prompt, model.config.vocab_size)
     for _ in range(3):
         rows.step()
