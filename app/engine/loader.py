@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
-from app.engine.cpu_linear import use_cpu_kernels
+from app.engine.cpu_linear import packed_copy_bytes, use_cpu_kernels
 from app.engine.snapshot_store import prune_unused, share_with_group, write_marker
 from app.errors import InvalidRequest, ModelLoadFailed
 from app.registry.sources import snapshot_key
@@ -146,8 +146,9 @@ def load(
         dtype=dtype,
         quantization=quantization,
         load_seconds=time.perf_counter() - started,
-        # A packed layer's weight is a zero-stride view counted at its full size: the packed copy's size.
-        footprint_bytes=int(model.get_memory_footprint()),  # type: ignore[no-untyped-call]
+        # A packed layer's weight is a zero-stride view counted at its full size: the packed copy's size. A tied
+        # lm_head keeps its weight for the embeddings, and its packed copy comes on top.
+        footprint_bytes=int(model.get_memory_footprint()) + packed_copy_bytes(model),  # type: ignore[no-untyped-call]
         snapshot=path,
     )
 

@@ -127,13 +127,15 @@ def test_use_cpu_kernels_packs_fp32_skinnies_bf16_and_keeps_ties() -> None:
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     footprint = model.get_memory_footprint()
     packed, skinny = use_cpu_kernels(model)
-    # The tied lm_head keeps its weight (the input embeddings read its rows) and takes SkinnyLinear.
-    assert (packed, skinny) == (len(linears) - 3, 2)
+    assert (packed, skinny) == (len(linears) - 2, 1)
     assert type(model.model.layers[0].mlp.up_proj) is sub
     assert type(model.model.layers[1].mlp.down_proj) is SkinnyLinear
-    assert type(model.lm_head) is SkinnyLinear
+    # The tied lm_head is packed too but keeps its weight (the input embeddings read its rows): an extra copy.
+    assert type(model.lm_head) is PackedLinear
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    # A packed layer's weight storage is released: no second copy, and the footprint the manager plans with holds.
+    assert model.lm_head.weight.untyped_storage().nbytes() == model.lm_head.weight.numel() * 4
+    assert cpu_linear.packed_copy_bytes(model) == model.lm_head.weight.numel() * 4
+    # Any other packed layer's weight storage is released: no second copy, the footprint the manager plans with holds.
     q_proj = model.model.layers[0].self_attn.q_proj
     assert type(q_proj) is PackedLinear and q_proj.weight.untyped_storage().nbytes() <= 4
     assert q_proj.weight.shape == (q_proj.out_features, q_proj.in_features)
