@@ -95,3 +95,23 @@ DEFAULT_SAMPLING = SamplingParams(
     logprobs=False,
     top_logprobs=0,
 )
+
+
+# SamplingParams field -> the name Ollama's API gives it, for every field Ollama has (its `options` and Modelfile
+# PARAMETERs): the Ollama protocol adapter, `show`'s parameters text and the Ollama upstream client all read this.
+OLLAMA_OPTION_NAMES: dict[str, str] = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "typical_p": "typical_p",
+    "repetition_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "seed": "seed",
+    "stop": "stop",
+    "max_tokens": "num_predict",
+    "num_ctx": "num_ctx",
+    "num_keep": "num_keep",
+}

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.params import OLLAMA_OPTION_NAMES
 from app.registry.facts import ModelFacts, renders_tools
 from app.registry.names import parse_name, validate_alias_name
 from app.registry.types import ResolvedModel
 
 QUANT_LEVELS = {"8bit": "Q8_0", "4bit": "Q4_0"}
 QUANT_METHODS = {"8bit": "bitsandbytes LLM.int8", "4bit": "bitsandbytes NF4"}
-# Ollama's PARAMETER names where they differ from SamplingParams'.
-OLLAMA_OPTION_NAMES = {"max_tokens": "num_predict", "repetition_penalty": "repeat_penalty"}
 
 
 def _option_value(value: Any) -> str:

@@ -9,13 +9,12 @@ from typing import Any
 
 from app.engine.types import Message, TokenLogprob, TopLogprob
 from app.errors import InvalidRequest, UpstreamError
-
-# The names clients of each protocol know an option by, where they differ from SamplingParams'.
-_OLLAMA_NAMES = {"max_tokens": "num_predict", "repetition_penalty": "repeat_penalty"}
+from app.params import OLLAMA_OPTION_NAMES
 
 
 def shown(name: str, protocol: str) -> str:
-    return _OLLAMA_NAMES.get(name, name) if protocol == "ollama" else name
+    """The name clients of `protocol` know a SamplingParams field by."""
+    return OLLAMA_OPTION_NAMES.get(name, name) if protocol == "ollama" else name
 
 
 def refuse(name: str, protocol: str, upstream: str, why: str = "") -> InvalidRequest:

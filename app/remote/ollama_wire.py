@@ -17,33 +17,18 @@ from app.engine.types import (
     Usage,
 )
 from app.errors import InvalidRequest, UpstreamError
+from app.params import OLLAMA_OPTION_NAMES
 from app.remote.common import arguments, call_ids, is_set, refuse, token_logprobs
 
-# SamplingParams -> Ollama option names. What is not here (logit_bias, min_tokens, ignore_eos) Ollama cannot do.
-OPTION_NAMES = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "repetition_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "seed": "seed",
-    "stop": "stop",
-    "max_tokens": "num_predict",
-    "num_ctx": "num_ctx",
-    "num_keep": "num_keep",
-}
+# What is not in OLLAMA_OPTION_NAMES (logit_bias, min_tokens, ignore_eos) Ollama cannot do.
 _NOT_OPTIONS = ("logprobs", "top_logprobs")
 
 
 def options(params: SamplingParams, protocol: str, upstream: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in params.as_dict().items():
-        if name in OPTION_NAMES:
-            out[OPTION_NAMES[name]] = value
+        if name in OLLAMA_OPTION_NAMES:
+            out[OLLAMA_OPTION_NAMES[name]] = value
         elif name not in _NOT_OPTIONS and is_set(name, value):
             raise refuse(name, protocol, upstream, "Ollama has no such option")
     return out

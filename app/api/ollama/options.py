@@ -15,6 +15,7 @@ from typing import Any, Literal
 from app.engine.types import SamplingParams
 from app.errors import InvalidRequest
 from app.param_rules import broken
+from app.params import OLLAMA_OPTION_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +56,24 @@ class _Spec:
     target: str  # SamplingParams field; its range is the engine's (app/param_rules.py)
 
 
-OPTIONS: dict[str, _Spec] = {
-    "temperature": _Spec("float", "temperature"),
-    "top_p": _Spec("float", "top_p"),
-    "top_k": _Spec("int", "top_k"),
-    "min_p": _Spec("float", "min_p"),
-    "typical_p": _Spec("float", "typical_p"),
-    "repeat_penalty": _Spec("float", "repetition_penalty"),
-    "repeat_last_n": _Spec("int", "repeat_last_n"),
-    "presence_penalty": _Spec("float", "presence_penalty"),
-    "frequency_penalty": _Spec("float", "frequency_penalty"),
-    "seed": _Spec("int", "seed"),
-    "stop": _Spec("stop", "stop"),
-    "num_predict": _Spec("int", "max_tokens"),
-    "num_ctx": _Spec("int", "num_ctx"),
-    "num_keep": _Spec("int", "num_keep"),
+# How each option's value is read; its Ollama name is app/params.py's OLLAMA_OPTION_NAMES.
+_KINDS: dict[str, Kind] = {
+    "temperature": "float",
+    "top_p": "float",
+    "top_k": "int",
+    "min_p": "float",
+    "typical_p": "float",
+    "repetition_penalty": "float",
+    "repeat_last_n": "int",
+    "presence_penalty": "float",
+    "frequency_penalty": "float",
+    "seed": "int",
+    "stop": "stop",
+    "max_tokens": "int",
+    "num_ctx": "int",
+    "num_keep": "int",
 }
+OPTIONS: dict[str, _Spec] = {OLLAMA_OPTION_NAMES[field]: _Spec(kind, field) for field, kind in _KINDS.items()}
 
 
 def _bad(key: str, what: str) -> InvalidRequest:
