@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.engine import encoders, loader
+from app.engine import cpu_linear, encoders, loader
 from app.engine.prefix_cache import PrefixCache
 from app.engine.scheduler import BatchScheduler
 from app.engine.templates import PromptRenderer
@@ -185,7 +185,20 @@ class ModelManager:
         except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
             # Corrupt files (bad config.json, truncated headers): one model's error, not a 500 for every listing.
             raise ModelLoadFailed(f"cannot read the files of model '{resolved.requested}': {e}") from e
-        return int(est.total_bytes)
+        return int(est.total_bytes) + self._packed_copy_bytes(resolved, quantization)
+
+    def _packed_copy_bytes(self, resolved: ResolvedModel, quantization: str | None) -> int:
+        """The extra packed copy of a tied output projection that fp32 CPU models get (app/engine/cpu_linear.py)."""
+        quant = quantization if quantization is not None else resolved.quantization
+        packs = self.device == "cpu" and self.dtype == "float32" and quant is None and self.settings.cpu_skinny_matmul
+        if not packs or not cpu_linear.packed_sgemm_works():
+            return 0
+        try:
+            if encoders.spec_of(resolved.source) is not None:
+                return 0  # embedding models keep their own kernels
+            return estimating.tied_output_bytes(resolved.source, dtype=self.dtype)
+        except (OSError, ValueError, KeyError, TypeError, struct.error):
+            return 0  # the estimate above already reported unreadable files
 
     def free_bytes(self) -> int:
         if self.settings.memory_budget_bytes:

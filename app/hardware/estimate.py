@@ -288,6 +288,25 @@ def model_dims(source: ModelSource) -> ModelDims:
     return _config_dims(config) if config is not None else ModelDims()
 
 
+def tied_output_bytes(source: ModelSource, *, dtype: str) -> int:
+    """The size of the output projection when it shares its weight with the input embeddings (0 when it has its
+    own): the engine's CPU kernels keep one extra packed copy of such a weight (app/engine/cpu_linear.py)."""
+    gguf = _gguf_path(source)
+    if gguf is not None:
+        info = read_gguf_info(gguf)
+        if any(t.name == "output.weight" for t in info.tensors):
+            return 0
+        dims = _gguf_dims(info)
+    else:
+        config = _read_config(source.path)
+        if config is None or not _text_config(config).get("tie_word_embeddings", True):
+            return 0
+        dims = _config_dims(config)
+    if not (dims.vocab_size and dims.hidden):
+        return 0
+    return dims.vocab_size * dims.hidden * dtype_bytes(dtype)
+
+
 def kv_cache_bytes(dims: ModelDims, *, num_ctx: int, parallel: int, dtype: str) -> int:
     """2 (K and V) x layers x kv_heads x head_dim x tokens x sequences x bytes; 0 when the dims are unknown."""
     if not (dims.layers and dims.kv_heads and dims.head_dim):

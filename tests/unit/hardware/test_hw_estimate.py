@@ -19,6 +19,7 @@ from app.hardware.estimate import (
     kv_cache_bytes,
     model_dims,
     read_safetensors_header,
+    tied_output_bytes,
     weight_count,
 )
 from app.registry.gguf_info import read_gguf_info
@@ -354,3 +355,19 @@ def test_gguf_per_layer_kv_heads_bound_the_cache(tmp_path: Path) -> None:
     w.close()
     dims = model_dims(ModelSource("gguf", tmp_path, gguf_file="m.gguf"))
     assert (dims.layers, dims.kv_heads, dims.heads) == (8, 2, HEADS)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_tied_output_bytes_from_config(tmp_path: Path, tied: bool) -> None:
+    # fp32 CPU models keep one extra packed copy of a tied output projection; an untied one is packed in place.
+    (tmp_path / "config.json").write_text(json.dumps(_config(tied=tied)))
+    source = ModelSource("hf_dir", tmp_path)
+    assert tied_output_bytes(source, dtype="float32") == (VOCAB * HIDDEN * 4 if tied else 0)
+
+
+def test_tied_output_bytes_from_gguf(tmp_path: Path) -> None:
+    _write_gguf(tmp_path / "m.gguf")  # no output.weight tensor: the output reuses token_embd
+    source = ModelSource("gguf", tmp_path / "m.gguf")
+    dims = model_dims(source)
+    assert dims.vocab_size and dims.hidden
+    assert tied_output_bytes(source, dtype="float32") == dims.vocab_size * dims.hidden * 4
