@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli.errors import CliError
+from app.params import OLLAMA_OPTION_NAMES
 from app.settings import parse_duration
 
 
@@ -17,35 +18,36 @@ from app.settings import parse_duration
 class GenOption:
     flag: str
     dest: str
-    ollama: str
     sampling: str
     kind: type
     help: str
 
+    @property
+    def ollama(self) -> str:
+        return OLLAMA_OPTION_NAMES[self.sampling]
+
 
 GEN_OPTIONS: tuple[GenOption, ...] = (
-    GenOption("--temperature", "temperature", "temperature", "temperature", float, "sampling temperature (0 = greedy)"),
-    GenOption("--top-p", "top_p", "top_p", "top_p", float, "nucleus sampling probability mass"),
-    GenOption("--top-k", "top_k", "top_k", "top_k", int, "sample from the k most likely tokens (0 = off)"),
-    GenOption("--min-p", "min_p", "min_p", "min_p", float, "drop tokens below min_p x the top probability"),
-    GenOption("--typical-p", "typical_p", "typical_p", "typical_p", float, "locally typical sampling mass"),
+    GenOption("--temperature", "temperature", "temperature", float, "sampling temperature (0 = greedy)"),
+    GenOption("--top-p", "top_p", "top_p", float, "nucleus sampling probability mass"),
+    GenOption("--top-k", "top_k", "top_k", int, "sample from the k most likely tokens (0 = off)"),
+    GenOption("--min-p", "min_p", "min_p", float, "drop tokens below min_p x the top probability"),
+    GenOption("--typical-p", "typical_p", "typical_p", float, "locally typical sampling mass"),
     GenOption(
         "--repetition-penalty",
         "repetition_penalty",
-        "repeat_penalty",
         "repetition_penalty",
         float,
         "multiplicative penalty on recently seen tokens (Ollama repeat_penalty)",
     ),
-    GenOption("--repeat-last-n", "repeat_last_n", "repeat_last_n", "repeat_last_n", int, "tokens the penalty looks at"),
-    GenOption("--presence-penalty", "presence_penalty", "presence_penalty", "presence_penalty", float, "additive"),
-    GenOption("--frequency-penalty", "frequency_penalty", "frequency_penalty", "frequency_penalty", float, "additive"),
-    GenOption("--seed", "seed", "seed", "seed", int, "random seed (reproducible sampling)"),
-    GenOption("--ctx", "num_ctx", "num_ctx", "num_ctx", int, "context window in tokens (Ollama num_ctx)"),
+    GenOption("--repeat-last-n", "repeat_last_n", "repeat_last_n", int, "tokens the penalty looks at"),
+    GenOption("--presence-penalty", "presence_penalty", "presence_penalty", float, "additive"),
+    GenOption("--frequency-penalty", "frequency_penalty", "frequency_penalty", float, "additive"),
+    GenOption("--seed", "seed", "seed", int, "random seed (reproducible sampling)"),
+    GenOption("--ctx", "num_ctx", "num_ctx", int, "context window in tokens (Ollama num_ctx)"),
     GenOption(
         "--max-new-tokens",
         "max_new_tokens",
-        "num_predict",
         "max_tokens",
         int,
         "most tokens to generate (Ollama num_predict; -1 = no limit)",
