@@ -4,8 +4,10 @@ embedded model."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # JSON's punctuation too, so constrained output (formats, forced tool calls) can be written.
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?!:'\n{}[]\"_-")
@@ -43,3 +45,20 @@ def tiny_chat_files(seed: int = 0) -> dict[str, bytes]:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def engine_settled(engine: Any) -> bool:
+    """Nothing is held: no queue place, no in-flight request, no active or pending scheduler row on any resident
+    (for tests that close streams early and check everything was given back)."""
+    return engine.admission.waiting == 0 and all(
+        r.in_flight == 0 and not r.scheduler._active and not r.scheduler._pending
+        for r in engine.manager.residents.values()
+    )
+
+
+async def until_settled(engine: Any, seconds: float = 5.0) -> None:
+    """Wait (up to `seconds`) for `engine_settled`: cancellation reaches the inference thread asynchronously."""
+    for _ in range(int(seconds / 0.02)):
+        if engine_settled(engine):
+            return
+        await asyncio.sleep(0.02)

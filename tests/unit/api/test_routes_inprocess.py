@@ -20,7 +20,7 @@ from app.registry import hfcache
 from app.registry.catalog import ModelCatalog
 from app.settings import Settings
 from tests.helpers.fake_hub import write_files
-from tests.helpers.tiny_chat import tiny_chat_files
+from tests.helpers.tiny_chat import engine_settled, tiny_chat_files, until_settled
 
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -48,20 +48,6 @@ def _run(app: FastAPI, scenario: Callable[[httpx.AsyncClient], Awaitable[None]])
     asyncio.run(main())
 
 
-def _settled(engine: TransformersEngine) -> bool:
-    return engine.admission.waiting == 0 and all(
-        r.in_flight == 0 and not r.scheduler._active and not r.scheduler._pending
-        for r in engine.manager.residents.values()
-    )
-
-
-async def _until_settled(engine: TransformersEngine) -> None:
-    for _ in range(250):
-        if _settled(engine):
-            return
-        await asyncio.sleep(0.02)
-
-
 def _chat(n: int = 1, **extra: Any) -> dict[str, Any]:
     return {"model": "tiny-chat", "messages": CHAT, "n": n, "max_tokens": 8, "temperature": 0, **extra}
 
@@ -75,8 +61,8 @@ def test_openai_n2_whose_second_start_fails_gives_the_first_back(settings: Setti
         for stream in (False, True):
             r = await client.post("/v1/chat/completions", json=_chat(2, stream=stream, max_tokens=300))
             assert r.status_code == 503, r.text
-            await _until_settled(engine)
-            assert _settled(engine), "the started first choice still holds its place, row or model"
+            await until_settled(engine)
+            assert engine_settled(engine), "the started first choice still holds its place, row or model"
             assert engine.metrics.requests_waiting._value.get() == 0  # type: ignore[attr-defined]
         # The queue place came back: the next request is served, as alone.
         r = await client.post("/v1/chat/completions", json=_chat())
@@ -143,8 +129,8 @@ def test_a_client_gone_before_the_streamed_body_gives_its_streams_back(
         steps = res.scheduler.steps
         sent = await _leave_before_the_body(app, path, body)
         assert [m["type"] for m in sent] == ["http.response.start"]
-        await _until_settled(engine)
-        assert _settled(engine), "the streams of a response whose client left were never closed"
+        await until_settled(engine)
+        assert engine_settled(engine), "the streams of a response whose client left were never closed"
         assert res.scheduler.steps - steps < 150  # cancelled, not run to their 300 tokens
 
     _run(app, scenario)

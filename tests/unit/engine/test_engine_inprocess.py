@@ -20,7 +20,7 @@ from app.registry.catalog import ModelCatalog
 from app.settings import Settings
 from tests.helpers.fake_hub import write_files
 from tests.helpers.prompts import WEATHER
-from tests.helpers.tiny_chat import tiny_chat_files
+from tests.helpers.tiny_chat import engine_settled, tiny_chat_files, until_settled
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 
@@ -210,26 +210,11 @@ def test_bad_input_is_refused_before_admission(
             await engine.start(req)
         assert err.value.param == param
         assert engine.admission.waiting == 0
-        for res in engine.manager.residents.values():
-            assert res.in_flight == 0 and not res.scheduler._active and not res.scheduler._pending
+        assert engine_settled(engine)
         # and the engine still serves
         assert await _text(await engine.start(_chat("hi")))
 
     _run(engine, scenario)
-
-
-def _settled(engine: TransformersEngine) -> bool:
-    return engine.admission.waiting == 0 and all(
-        r.in_flight == 0 and not r.scheduler._active and not r.scheduler._pending
-        for r in engine.manager.residents.values()
-    )
-
-
-async def _until_settled(engine: TransformersEngine) -> None:
-    for _ in range(250):
-        if _settled(engine):
-            return
-        await asyncio.sleep(0.02)
 
 
 @pytest.mark.parametrize("read", [0, 1], ids=["never_read", "after_one_chunk"])
@@ -256,8 +241,8 @@ def test_a_stream_closed_unread_or_after_one_chunk_gives_everything_back(
         await closed.aclose()  # type: ignore[attr-defined]
         assert row.cancelled
         assert await _text(victim) == want
-        await _until_settled(engine)
-        assert _settled(engine) and res.in_flight == 0 and engine.admission.waiting == 0
+        await until_settled(engine)
+        assert engine_settled(engine) and res.in_flight == 0 and engine.admission.waiting == 0
         assert engine.metrics.requests_running._value.get() == 0  # type: ignore[attr-defined]
         assert engine.metrics.requests_waiting._value.get() == 0  # type: ignore[attr-defined]
         assert len(row.generated) < 100  # it stopped when closed, not at its 300-token budget
