@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
+from app.engine import decode_step
 from app.engine.cpu_linear import packed_copy_bytes, use_cpu_kernels
 from app.engine.snapshot_store import prune_unused, share_with_group, write_marker
 from app.errors import InvalidRequest, ModelLoadFailed
@@ -45,6 +46,8 @@ class LoadedWeights:
     snapshot: Path
     # Embedding models: the sentence-transformers layers after pooling (encoders.DenseHead), if any.
     head: Any = None
+    # What the scheduler calls for decode steps when not the model: decode_step.DecodeStep (CPU Llama family).
+    decode: Any = None
 
 
 def snapshot_dir(snapshots: Path, source: ModelSource) -> Path:
@@ -117,6 +120,7 @@ def load(
     trust_remote_code: bool,
     device_map: Any = None,
     skinny_matmul: bool = True,
+    lean_decode: bool = True,
 ) -> LoadedWeights:
     """Load weights and tokenizer; every failure becomes ModelLoadFailed naming the model."""
     started = time.perf_counter()
@@ -135,7 +139,10 @@ def load(
         if qconfig is None and device_map is None and device != "cpu":
             model = model.to(device)  # type: ignore[arg-type]
         model.eval()  # type: ignore[no-untyped-call]
-        if skinny_matmul and qconfig is None and device == "cpu":
+        cpu_plain = qconfig is None and device == "cpu"
+        # Before the fp32 kernels release the weights: the lean step recovers exactly-4-bit ones from them.
+        step = decode_step.build(model) if lean_decode and cpu_plain else None
+        if skinny_matmul and cpu_plain:
             use_cpu_kernels(model)
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e
@@ -148,8 +155,12 @@ def load(
         load_seconds=time.perf_counter() - started,
         # A packed layer's weight is a zero-stride view counted at its full size: the packed copy's size. A tied
         # lm_head keeps its weight for the embeddings, and its packed copy comes on top.
-        footprint_bytes=int(model.get_memory_footprint()) + packed_copy_bytes(model),  # type: ignore[no-untyped-call]
+        # The lean step's 4-bit copies come on top (decode reads them, prefill the fp32 weights).
+        footprint_bytes=int(model.get_memory_footprint())  # type: ignore[no-untyped-call]
+        + packed_copy_bytes(model)
+        + (step.extra_bytes if step is not None else 0),
         snapshot=path,
+        decode=step,
     )
 
 

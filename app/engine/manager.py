@@ -289,6 +289,7 @@ class ModelManager:
             trust_remote_code=self.settings.trust_remote_code,
             device_map=detect.device_map_for(self.device),
             skinny_matmul=self.settings.cpu_skinny_matmul,
+            lean_decode=self.settings.cpu_lean_decode,
         )
         config = weights.model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -318,6 +319,7 @@ class ModelManager:
             prefix_cache=prefix,
             kv_budget_tokens=budget_tokens,
             on_forward=lambda kind: self.metrics.forward_passes.labels(model=label, kind=kind).inc(),
+            decode=weights.decode,
         )
         self._record_memory(label, weights, need)
         return Resident(
@@ -408,9 +410,10 @@ class ModelManager:
         with contextlib.suppress(KeyError):
             self.metrics.model_memory_estimate.remove(label)
         del res.weights.model
+        res.weights.decode = None
         # The Resident may outlive its unload (a reaper loop variable, a finished request's frame): cut every
         # path from it to the weights and caches so gc can free them (the weights are mmapped: RSS drops).
-        res.scheduler.model = None
+        res.scheduler.model = res.scheduler.decode = None
         res.scheduler.prefix_cache = None
         res.compiler = None
         res.batcher = None

@@ -52,8 +52,11 @@ class BatchScheduler:
         kv_budget_tokens: int = 0,
         on_forward: Callable[[str], None] | None = None,
         prefill_tokens: int = PREFILL_TOKEN_BUDGET,
+        decode: Any = None,
     ) -> None:
         self.model = model
+        # Decode steps may run a leaner forward (decode_step.DecodeStep); prefill passes always run the model's.
+        self.decode = decode
         self.tokenizer = tokenizer
         self.name = name
         self.max_batch = max_batch
@@ -218,20 +221,32 @@ class BatchScheduler:
         past = stack_pasts(group, reuse, offset) if offset else None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
         cache = BatchKVCache(past)
-        out = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=positions.to(self.device),
-            cache=cache,  # updated in place
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        logits = self._prefill_pass(ids, mask, positions, cache)
         if self.on_forward is not None:
             self.on_forward("prefill")
-        logits = out.logits[:, -1, :].float().cpu()
         for s in seqs:
             s.fed = list(s.prompt_ids)
         return cache, mask, logits
+
+    def _prefill_pass(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: BatchKVCache
+    ) -> torch.Tensor:
+        """The last column's logits of a prefill pass over right-aligned rows, the cache updated in place.
+
+        When decode steps compute unlike the model (4-bit), each row's last prompt token goes through a decode step
+        too: its keys, values and logits then come out the same whether the earlier tokens were computed in this
+        pass or reused from the prefix cache, so a cache hit never changes an answer."""
+        dev = self.device
+        split = self.decode is not None and not getattr(self.decode, "prefill_numerics", True)
+        forward = self.model
+        if split:
+            if ids.shape[1] > 1:
+                self.model(input_ids=ids[:, :-1].to(dev), attention_mask=mask[:, :-1].to(dev),
+                           position_ids=positions[:, :-1].to(dev), cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            ids, positions, forward = ids[:, -1:], positions[:, -1:], self.decode
+        out = forward(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
+                      cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        return out.logits[:, -1, :].float().cpu()  # type: ignore[no-any-return]
 
     def _prefill_commit(
         self, group: list[Newcomer], cache: BatchKVCache, mask: torch.Tensor, logits: torch.Tensor
@@ -275,7 +290,7 @@ class BatchScheduler:
         positions = torch.tensor([[len(s.fed)] for s in rows], dtype=torch.long)
         mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
         try:
-            out = self.model(
+            out = (self.decode or self.model)(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.to(self.device),
@@ -314,15 +329,9 @@ class BatchScheduler:
             try:
                 ids = torch.tensor([tokens], dtype=torch.long)
                 cache = BatchKVCache()
-                out = self.model(
-                    input_ids=ids.to(self.device),
-                    attention_mask=torch.ones_like(ids).to(self.device),
-                    position_ids=torch.arange(len(tokens)).unsqueeze(0).to(self.device),
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
+                row_logits = self._prefill_pass(
+                    ids, torch.ones_like(ids), torch.arange(len(tokens)).unsqueeze(0), cache
                 )
-                row_logits = out.logits[:, -1, :].float().cpu()
             except Exception as solo:
                 self._fail(s, solo)
                 continue
@@ -395,7 +404,11 @@ class BatchScheduler:
     def _drop_finished(self) -> None:
         assert self._cache is not None and self._mask is not None
         keep = [i for i, s in enumerate(self._active) if s.finish is None]
-        if self.prefix_cache is not None:
+        # Generated tokens' keys and values come from decode steps: reusable only when those compute like prefill
+        # (a 4-bit decode step does not: a later prompt that reused them would answer unlike one computed cold).
+        # The prompt itself was stored at its prefill.
+        reusable = self.decode is None or getattr(self.decode, "prefill_numerics", False)
+        if self.prefix_cache is not None and reusable:
             for i, s in enumerate(self._active):
                 if s.finish is not None and s.finish != FinishReason.CANCELLED and s.cache_prompt:
                     n = len(s.fed)

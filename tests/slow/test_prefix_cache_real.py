@@ -76,8 +76,9 @@ def test_second_turn_reuses_the_first_and_answers_the_same(http: httpx.Client, u
     assert cached1 == 0
     turn2 = [*turn1, {"role": "assistant", "content": answer1}, {"role": "user", "content": "And in Fahrenheit?"}]
     answer2, prompt2, cached2 = _chat(http, turn2)
-    # The whole first turn (prompt and the reply the server generated) is cached, up to template tokens.
-    assert cached2 >= prompt1 + 4, (cached2, prompt1)
+    # The first turn's prompt is cached. Its reply is not: the embedded model's decode steps are 4-bit, so the
+    # reply's keys and values differ from what a prefill computes, and reusing them would change the answer.
+    assert prompt1 - 4 <= cached2 < prompt1 + 4, (cached2, prompt1)
     assert cached2 < prompt2
     assert (answer1, answer2) == (_chat(uncached, turn1)[0], _chat(uncached, turn2)[0])
 

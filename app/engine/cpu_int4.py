@@ -1,0 +1,107 @@
+"""4-bit weights kept 4-bit for CPU decode steps: what a GGUF Q4_0/Q4_1 file stores, multiplied without widening.
+
+A GGUF model is converted to an fp32 snapshot once (loader.ensure_snapshot), so a Q4 tensor arrives here as fp32
+values that are exactly `d * q + m` per group of 32 along the input dimension (q in 0..15). `exact_int4` recovers
+q, d and m from those values, and checks the recovery reproduces every weight; a tensor that is not exactly 4-bit
+(an fp32 or bf16 checkpoint, a K-quant whose groups need not span 0..15) returns None and keeps its fp32 kernel.
+
+The product is torch's own `_weight_int4pack_mm_for_cpu` (the kernel torchao's Int4CPULayout calls): it reads a
+quarter of the bytes of bf16 and an eighth of fp32, which is what a single stream's decode step is bound by
+(bench/README.md, "Issue 17"). Where precision changes: the kernel takes bf16 activations and bf16 scales and
+returns bf16, so a layer's input is rounded to bf16 (8 significant bits; llama.cpp rounds it to 8-bit integers
+for the same product) and so are d and m + 8d. Each row's result is bit for bit the same whatever rows are beside
+it (checked for 1-64 and 300 rows, tests/unit/engine/test_cpu_int4.py): batched answers equal alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+GROUP = 32  # GGUF's Q4_0/Q4_1 block: one scale (and minimum) per 32 weights of a row
+
+
+def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(q as int32 [N, K] in 0..15, scales_and_zeros as fp32 [K/group, N, 2]) such that
+    w == (q - 8) * scale + zero for every weight, up to fp32 rounding; None when `w` is not 4-bit that way."""
+    if w.dim() != 2 or w.shape[1] % group or w.dtype != torch.float32 or w.numel() == 0:
+        return None
+    n, k = w.shape
+    g = w.detach().reshape(n, k // group, group)
+    # Q4_1: d * q + m; the group's minimum is q = 0 and its maximum q = 15 (how llama.cpp quantizes it).
+    lo = g.amin(-1, keepdim=True)
+    hi = g.amax(-1, keepdim=True)
+    d1 = (hi - lo) / 15
+    q1 = ((g - lo) / torch.where(d1 == 0, 1.0, d1)).round().clamp(0, 15)
+    # Q4_0: d * (q - 8); the value of largest magnitude is q = 0, i.e. -8d.
+    idx = g.abs().argmax(-1, keepdim=True)
+    d0 = g.gather(-1, idx) / -8
+    q0 = (g / torch.where(d0 == 0, 1.0, d0)).round().add(8).clamp(0, 15)
+    tol = 1e-5 * g.abs().amax(-1, keepdim=True) + 1e-30
+    ok1 = ((q1 * d1 + lo - g).abs() <= tol).all(-1, keepdim=True)
+    ok0 = ((d0 * (q0 - 8) - g).abs() <= tol).all(-1, keepdim=True)
+    if not bool((ok1 | ok0).all()):
+        return None
+    q = torch.where(ok1, q1, q0)
+    scale = torch.where(ok1, d1, d0)
+    zero = torch.where(ok1, lo + 8 * d1, torch.zeros_like(d0))
+    scales_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], dim=-1)  # [N, K/group, 2]
+    return q.reshape(n, k).to(torch.int32), scales_zeros.transpose(0, 1).contiguous()
+
+
+class Int4Linear(nn.Module):
+    """y = x @ W.T (+ bias) with W held as packed 4-bit values and bf16 scales; x's dtype in, x's dtype out."""
+
+    def __init__(self, q: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, 1))
+        self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16))
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @classmethod
+    def exact(cls, weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Int4Linear | None:
+        """One layer computing the given ones side by side (outputs concatenated), if every weight is exactly
+        4-bit; each output column is computed alone, so the fused layer equals the separate ones."""
+        parts = [exact_int4(w) for w in weights]
+        if any(p is None for p in parts) or not int4_kernel_works():
+            return None
+        qs = torch.cat([p[0] for p in parts if p is not None])
+        sz = torch.cat([p[1] for p in parts if p is not None], dim=1)
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases)])
+        return cls(qs, sz, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        y = torch._weight_int4pack_mm_for_cpu(
+            x.reshape(rows, self.in_features).to(torch.bfloat16), self.packed, GROUP, self.scales_zeros
+        ).to(x.dtype)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+
+@functools.cache
+def int4_kernel_works() -> bool:
+    """torch has the CPU int4 kernel and it answers like the fp32 product of the same weights (checked once)."""
+    try:
+        gen = torch.Generator().manual_seed(0)
+        q = torch.randint(0, 16, (16, 64), generator=gen, dtype=torch.int32)
+        d = torch.rand(2, 16, 1, generator=gen) / 8
+        sz = torch.cat([d, torch.rand(2, 16, 1, generator=gen) - 0.5], -1)
+        w = (q.float() - 8) * sz[..., 0].repeat_interleave(GROUP, 0).T + sz[..., 1].repeat_interleave(GROUP, 0).T
+        x = torch.randn(3, 64, generator=gen)
+        layer = Int4Linear(q, sz, None)
+        with torch.inference_mode():
+            got = layer(x)
+        return bool(torch.allclose(got, x @ w.T, rtol=0.03, atol=0.05))
+    except (RuntimeError, AttributeError) as e:  # an old torch, or a build without the kernel
+        log.info("CPU int4 kernel unavailable (%s): 4-bit weights are widened to fp32", e)
+        return False

@@ -1,0 +1,265 @@
+"""The decode step of Llama-family models on CPU, without transformers' per-layer Python.
+
+A one-row decode step of the embedded model spent about 20 of its 48 ms outside the matmuls: transformers'
+modules run some 200 small ops per step per layer group (dtype casts, mask building, reshapes, RoPE's
+rotate_half), each a few microseconds of dispatch (bench/profile_step.py). This step runs the same model in about
+a dozen ops per layer: a fused RMSNorm, one q/k/v product, RoPE as one multiply-add with a rolled copy, the cache
+append, one SDPA call with grouped-query heads, one gate/up product. Weights that are exactly 4-bit (a GGUF
+Q4_0/Q4_1 model) are multiplied 4-bit (cpu_int4.py); others use the model's own modules (MKL's packed sgemm).
+
+It serves forward passes that feed one token per row (decode steps, and a prefill that reuses all but one token
+from the prefix cache); longer passes go to the model itself, so prefill keeps fp32 numerics and speed. Each
+kind of pass computes a row the same whatever rows are beside it, so batched answers equal alone.
+
+Models whose layers are not plain Llama (another attention, a sliding window, biases on the MLP, another
+activation) keep transformers' forward: `build` returns None for them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from app.engine.cpu_int4 import Int4Linear
+
+log = logging.getLogger(__name__)
+
+# transformers classes whose decoder layers are Llama's (RMSNorm, RoPE, GQA attention, SiLU-gated MLP).
+ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+
+
+@dataclass
+class _Out:
+    logits: torch.Tensor
+
+
+class _Projections:
+    """Several projections of one input, computed as one Int4Linear when their weights are 4-bit, else each by
+    the model's own module; returns the outputs concatenated."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        weights = [getattr(m, "weight", None) for m in modules]
+        self.fused: Int4Linear | None = None
+        if all(isinstance(w, torch.Tensor) and w.stride() != (0, 0) for w in weights):
+            self.fused = Int4Linear.exact(
+                [w for w in weights if w is not None], [getattr(m, "bias", None) for m in modules]
+            )
+        self.modules = modules
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused(x)
+        outs = [m(x) for m in self.modules]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+    def extra_bytes(self) -> int:
+        if self.fused is None:
+            return 0
+        return sum(b.numel() * b.element_size() for b in self.fused.buffers())
+
+
+@dataclass
+class _Layer:
+    norm1: torch.Tensor
+    norm2: torch.Tensor
+    eps1: float
+    eps2: float
+    qkv: _Projections
+    o: _Projections
+    gate_up: _Projections
+    down: _Projections
+
+
+class DecodeStep:
+    """Called like the model by the scheduler (input_ids, attention_mask, position_ids, cache, ...)."""
+
+    def __init__(self, model: nn.Module, layers: list[_Layer]) -> None:
+        cfg = model.config
+        self.model = model
+        self.layers = layers
+        self.heads = int(cfg.num_attention_heads)
+        self.kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads)
+        self.intermediate = int(cfg.intermediate_size)
+        self.scale = self.head_dim**-0.5
+        inner: Any = model.model  # type: ignore[union-attr]
+        self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
+        self.norm_w = inner.norm.weight
+        self.norm_eps = float(_eps(inner.norm))
+        self.head = model.lm_head  # type: ignore[union-attr]
+        half = self.head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * (sin with its first half negated): one op instead of four.
+        self.sign = torch.cat([-torch.ones(half), torch.ones(self.head_dim - half)])
+
+    @property
+    def extra_bytes(self) -> int:
+        """Memory the fused 4-bit copies take beyond the model's own weights."""
+        return sum(p.extra_bytes() for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down))
+
+    @property
+    def prefill_numerics(self) -> bool:
+        """Whether a step computes like the model's own forward (fp32 throughout), up to float rounding."""
+        return self.int4_layers == 0
+
+    @property
+    def int4_layers(self) -> int:
+        return sum(
+            p.fused is not None for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        )
+
+    def __call__(
+        self,
+        *,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any,
+        use_cache: bool = True,
+        logits_to_keep: int = 1,
+    ) -> Any:
+        if input_ids.shape[1] != 1:
+            return self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=use_cache,
+                logits_to_keep=logits_to_keep,
+            )
+        return _Out(self._step(input_ids, attention_mask, position_ids, cache))
+
+    def _step(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
+        runs = _runs(mask)
+        if runs is None:  # not right-aligned (never from the scheduler): one masked pass over the padded columns
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache).logits  # type: ignore[no-any-return]
+        b = ids.shape[0]
+        nh, nkv, hd = self.heads, self.kv_heads, self.head_dim
+        x = self.embed(ids)  # [B, 1, H]
+        cos, sin = self.rotary(x, positions)  # [B, 1, hd]
+        sin = sin * self.sign.to(sin.dtype)
+        hidden = x.shape[-1]
+        for i, layer in enumerate(self.layers):
+            h = F.rms_norm(x, (hidden,), layer.norm1, layer.eps1)
+            qkv = layer.qkv(h).view(b, nh + 2 * nkv, hd)
+            qk = qkv[:, : nh + nkv]
+            qk = torch.addcmul(qk * cos, qk.roll(hd // 2, dims=-1), sin)
+            q = qk[:, :nh].unsqueeze(2)  # [B, nh, 1, hd]
+            k = qk[:, nh:].unsqueeze(2)
+            v = qkv[:, nh + nkv :].unsqueeze(2)
+            k, v = cache.update(k, v, i)
+            a = self._attend(q, k, v, runs)
+            x = x + layer.o(a.reshape(b, 1, nh * hd))
+            h = F.rms_norm(x, (hidden,), layer.norm2, layer.eps2)
+            gu = layer.gate_up(h)
+            x = x + layer.down(F.silu(gu[..., : self.intermediate]) * gu[..., self.intermediate :])
+        x = F.rms_norm(x, (hidden,), self.norm_w, self.norm_eps)
+        logits: torch.Tensor = self.head(x)
+        return logits
+
+    def _attend(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, runs: list[tuple[int, int, int]]
+    ) -> torch.Tensor:
+        gqa = self.kv_heads != self.heads
+        if len(runs) == 1 and runs[0][2] == 0:
+            return F.scaled_dot_product_attention(q, k, v, scale=self.scale, enable_gqa=gqa)
+        outs = [
+            F.scaled_dot_product_attention(
+                q[lo:hi], k[lo:hi, :, start:], v[lo:hi, :, start:], scale=self.scale, enable_gqa=gqa
+            )
+            for lo, hi, start in runs
+        ]
+        return torch.cat(outs)
+
+
+def _runs(mask: torch.Tensor) -> list[tuple[int, int, int]] | None:
+    """(first row, end row, first real column) of each run of consecutive rows whose real tokens start at the same
+    column. Attention reads only a row's real columns, never its left padding: the padded columns' exact zeros
+    still move where a kernel's blocked sums split, enough to flip a bf16 rounding downstream, and a row must be
+    computed the same alone as beside others."""
+    real = mask.sum(1)
+    if not bool((mask.flip(1).cumprod(1).sum(1) == real).all()):
+        return None
+    starts = (mask.shape[1] - real).tolist()
+    runs: list[tuple[int, int, int]] = []
+    for i, start in enumerate(starts):
+        if runs and runs[-1][2] == start:
+            runs[-1] = (runs[-1][0], i + 1, start)
+        else:
+            runs.append((i, i + 1, int(start)))
+    return runs
+
+
+# Prefill attention in float64 when decode steps are 4-bit: a prompt token's keys and values must come out the same
+# whether its pass started at the prompt's first token or after a prefix-cache hit. Every other op of the pass
+# computes a token the same either way; SDPA's blocked fp32 sums do not (its query blocks start elsewhere), and
+# the bf16 rounding in front of every 4-bit product turns their last-bit differences into other answers. In
+# float64 those differences stay below fp32's last bit, so the pass's fp32 result is the same.
+EXACT_ATTENTION = "hugllama_sdpa_float64"
+
+
+def _sdpa_float64(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                  attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:  # fmt: skip
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if attention_mask is not None and attention_mask.dtype.is_floating_point:
+        attention_mask = attention_mask.double()
+    out, _ = sdpa_attention_forward(module, query.double(), key.double(), value.double(), attention_mask, **kwargs)
+    return out.to(query.dtype), None
+
+
+def _use_exact_prefill_attention(model: nn.Module) -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(EXACT_ATTENTION, _sdpa_float64)
+    AttentionMaskInterface.register(EXACT_ATTENTION, sdpa_mask)
+    model.set_attn_implementation(EXACT_ATTENTION)  # type: ignore[operator]
+
+
+def _eps(norm: nn.Module) -> float:
+    return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
+
+
+def build(model: nn.Module) -> DecodeStep | None:
+    """The lean step for a plain Llama-family model on CPU (called before the fp32 kernels release the weights,
+    so exactly-4-bit ones can be recovered), else None."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or type(model).__name__ not in ARCHITECTURES:
+        return None
+    if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "mlp_bias", False):
+        return None
+    if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
+        return None
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return None
+    inner: Any = getattr(model, "model", None)
+    if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "layers"):
+        return None
+    layers: list[_Layer] = []
+    for layer in inner.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if type(layer.input_layernorm).__name__.endswith("RMSNorm") is False:
+            return None
+        layers.append(
+            _Layer(
+                norm1=layer.input_layernorm.weight,
+                norm2=layer.post_attention_layernorm.weight,
+                eps1=_eps(layer.input_layernorm),
+                eps2=_eps(layer.post_attention_layernorm),
+                qkv=_Projections([attn.q_proj, attn.k_proj, attn.v_proj]),
+                o=_Projections([attn.o_proj]),
+                gate_up=_Projections([mlp.gate_proj, mlp.up_proj]),
+                down=_Projections([mlp.down_proj]),
+            )
+        )
+    step = DecodeStep(model, layers)
+    if not step.prefill_numerics:
+        _use_exact_prefill_attention(model)
+    log.info("lean decode step: %d layers, %d of %d projections 4-bit", len(layers), step.int4_layers, 4 * len(layers))
+    return step
