@@ -21,6 +21,8 @@ import logging
 import torch
 from torch import nn
 
+from app.engine.cpu_linear import in_passing_thread
+
 log = logging.getLogger(__name__)
 
 GROUP = 32  # GGUF's Q4_0/Q4_1 block: one scale (and minimum) per 32 weights of a row
@@ -57,6 +59,10 @@ def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch
 class Int4Linear(nn.Module):
     """y = x @ W.T (+ bias) with W held as packed 4-bit values and bf16 scales; x's dtype in, x's dtype out."""
 
+    packed: torch.Tensor
+    scales_zeros: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, q: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = q.shape
@@ -75,22 +81,33 @@ class Int4Linear(nn.Module):
         sz = torch.cat([p[1] for p in parts if p is not None], dim=1)
         bias = None
         if any(b is not None for b in biases):
-            bias = torch.cat([b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases)])
+            bias = torch.cat(
+                [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
+            )
         return cls(qs, sz, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bf16(x).to(x.dtype)
+
+    def bf16(self, x: torch.Tensor) -> torch.Tensor:
+        """The product in the kernel's own bf16, so a caller that adds it to an fp32 sum or feeds it to the next
+        4-bit product skips a cast each way."""
         rows = x.numel() // self.in_features
         y = torch._weight_int4pack_mm_for_cpu(
             x.reshape(rows, self.in_features).to(torch.bfloat16), self.packed, GROUP, self.scales_zeros
-        ).to(x.dtype)
+        )
         if self.bias is not None:
-            y += self.bias
+            y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
 @functools.cache
 def int4_kernel_works() -> bool:
     """torch has the CPU int4 kernel and it answers like the fp32 product of the same weights (checked once)."""
+    return in_passing_thread(_int4_check)
+
+
+def _int4_check() -> bool:
     try:
         gen = torch.Generator().manual_seed(0)
         q = torch.randint(0, 16, (16, 64), generator=gen, dtype=torch.int32)
@@ -105,3 +122,41 @@ def int4_kernel_works() -> bool:
     except (RuntimeError, AttributeError) as e:  # an old torch, or a build without the kernel
         log.info("CPU int4 kernel unavailable (%s): 4-bit weights are widened to fp32", e)
         return False
+
+
+class Int8Head(nn.Module):
+    """The output projection of a 4-bit decode step: logits from int8 weights (one scale per row) and int8
+    activations (one scale per row), multiplied by torch's integer matmul, then the `EXACT` best of every row
+    recomputed in fp32 from the original weights.
+
+    The fp32 projection streamed 113 MB per step for the embedded model (4.8 ms at one row, 20 ms at 32, the
+    largest single product of a 4-bit step); int8 streams 28 MB (2.4 / 3.8 ms). Integer sums are exact, so each
+    row's logits are the same whatever rows are beside it. Where precision changes: a logit outside a row's
+    best `EXACT` is within about 1% of the fp32 one (the weights' int8 rounding), which sampling's tail and
+    logprobs of unlikely tokens see; the candidates greedy decoding and top-k/top-p choose among are exact."""
+
+    EXACT = 16
+    scale: torch.Tensor
+    q: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        w = weight.detach()
+        scale = w.abs().amax(1).clamp(min=1e-30) / 127
+        self.weight = w  # the fp32 original (shared with the input embeddings when tied): for the exact rows
+        self.register_buffer("scale", scale)
+        self.register_buffer("q", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).float()
+        sx = flat.abs().amax(1, keepdim=True).clamp(min=1e-30) / 127
+        xq = (flat / sx).round_().to(torch.int8)
+        # The transposed view, not a contiguous copy: oneDNN's int8 kernel reads it 1.4x faster.
+        logits = torch._int_mm(xq, self.q.t()).float().mul_(sx).mul_(self.scale)
+        best = logits.topk(min(self.EXACT, logits.shape[1]), dim=-1).indices
+        exact = (self.weight[best] * flat[:, None, :]).sum(-1)
+        logits.scatter_(1, best, exact)
+        return logits.reshape(*x.shape[:-1], -1)
+
+    def extra_bytes(self) -> int:
+        return self.q.numel() + self.scale.numel() * 4

@@ -22,11 +22,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SKINNY_MAX_ROWS = 128
 
@@ -81,9 +85,36 @@ class PackedLinear(nn.Linear):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
+def in_passing_thread(fn: Callable[[], T]) -> T:
+    """fn() in a thread that ends with it. OpenMP keeps a pool of worker threads for each thread that ran a
+    parallel region, for as long as that thread lives, and with more pooled threads than cores libgomp's workers
+    stop spinning between regions: every region of the inference thread's decode steps then waits for its workers
+    to wake (a 1-row step of the embedded model: 15 -> 23 ms). So work done once off the inference thread (kernel
+    checks from the event loop, loads) runs here."""
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as e:  # re-raised in the caller's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name="kernel-check", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
 @functools.cache
 def packed_sgemm_works() -> bool:
     """torch has MKL's packed sgemm, and it answers like nn.Linear for one row and several (checked once)."""
+    return in_passing_thread(_packed_sgemm_check)
+
+
+def _packed_sgemm_check() -> bool:
     if not torch.backends.mkl.is_available():  # type: ignore[no-untyped-call]
         return False
     try:
@@ -102,19 +133,23 @@ def packed_sgemm_works() -> bool:
         return False
 
 
-def use_cpu_kernels(model: nn.Module) -> tuple[int, int]:
+def use_cpu_kernels(model: nn.Module, skip: tuple[nn.Module, ...] = ()) -> tuple[int, int]:
     """The decode kernels for the model's plain CPU Linear layers, in place: fp32 ones become PackedLinear where
     MKL's packed sgemm works, the other fp32/bf16 ones SkinnyLinear. A weight no other module shares is replaced by
     its packed copy; a shared one (the lm_head tied to the input embeddings, which read its rows) stays the same
     Parameter and its packed copy is extra (`packed_copy_bytes`: 113 MB for the embedded model, whose lm_head
     took 15 instead of 26 ms at 16 rows, 1 thread). Quantized layers (bitsandbytes subclasses) and other devices
-    are left alone. Returns (packed, skinny) layer counts."""
+    are left alone, and so are the `skip` ones (a layer another kernel computes). Returns (packed, skinny) layer
+    counts."""
     uses: dict[int, int] = {}
     for _, param in model.named_parameters(remove_duplicate=False):
         uses[id(param)] = uses.get(id(param), 0) + 1
     can_pack = packed_sgemm_works()
     packed = skinny = 0
+    skipped = {id(m) for m in skip}
     for module in [m for m in model.modules() if type(m) is nn.Linear and m.weight.device.type == "cpu"]:
+        if id(module) in skipped:
+            continue
         if can_pack and module.weight.dtype == torch.float32:
             module.__class__ = PackedLinear
             assert isinstance(module, PackedLinear)

@@ -143,7 +143,7 @@ def load(
         # Before the fp32 kernels release the weights: the lean step recovers exactly-4-bit ones from them.
         step = decode_step.build(model) if lean_decode and cpu_plain else None
         if skinny_matmul and cpu_plain:
-            use_cpu_kernels(model)
+            use_cpu_kernels(model, skip=(model.lm_head,) if step is not None and step.owns_head else ())
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e
     return LoadedWeights(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ class ModelManager:
         self._loading: dict[str, asyncio.Future[Resident]] = {}
         # Load keys of the preloaded (HUGLLAMA_PRELOAD) models: pinned whenever resident, and /readyz waits for them.
         self.pinned_keys: set[str] = set()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loader")
+        self._load_lock = asyncio.Lock()  # one load at a time
         self._reaper: asyncio.Task[None] | None = None
         self.device = detect.choose_device(settings.device)
         self.dtype = detect.choose_dtype(settings.dtype, self.device)
@@ -110,7 +110,6 @@ class ModelManager:
                 await self._reaper
         for res in list(self.residents.values()):
             await self._unload(res)
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- acquire / release ----
     def find(self, key: str) -> Resident | None:
@@ -188,15 +187,18 @@ class ModelManager:
         return int(est.total_bytes) + self._packed_copy_bytes(resolved, quantization)
 
     def _packed_copy_bytes(self, resolved: ResolvedModel, quantization: str | None) -> int:
-        """The extra packed copy of a tied output projection that fp32 CPU models get (app/engine/cpu_linear.py)."""
+        """What CPU kernels add to fp32 weights: a Q4 GGUF's 4-bit copies and int8 head (decode_step.py), else
+        the packed copy of a tied output projection (cpu_linear.py)."""
         quant = quantization if quantization is not None else resolved.quantization
-        packs = self.device == "cpu" and self.dtype == "float32" and quant is None and self.settings.cpu_skinny_matmul
-        if not packs or not cpu_linear.packed_sgemm_works():
+        if not (self.device == "cpu" and self.dtype == "float32" and quant is None):
             return 0
         try:
             if encoders.spec_of(resolved.source) is not None:
                 return 0  # embedding models keep their own kernels
-            return estimating.tied_output_bytes(resolved.source, dtype=self.dtype)
+            if self.settings.cpu_lean_decode and (lean := estimating.four_bit_decode_bytes(resolved.source)):
+                return lean
+            packs = self.settings.cpu_skinny_matmul and cpu_linear.packed_sgemm_works()
+            return estimating.tied_output_bytes(resolved.source, dtype=self.dtype) if packs else 0
         except (OSError, ValueError, KeyError, TypeError, struct.error):
             return 0  # the estimate above already reported unreadable files
 
@@ -248,8 +250,9 @@ class ModelManager:
             need = self.estimate(resolved)
             await self._make_room(resolved, need)
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            res = await loop.run_in_executor(self._executor, self._load_sync, resolved, need, keep_alive, pinned)
+            async with self._load_lock:  # in a thread that ends with the load (cpu_linear.in_passing_thread)
+                load = functools.partial(self._load_sync, resolved, need, keep_alive, pinned)
+                res = await asyncio.to_thread(cpu_linear.in_passing_thread, load)
             self.metrics.model_load.labels(model=self.metrics.model_label(resolved.base_name)).observe(
                 time.perf_counter() - started
             )
@@ -263,13 +266,8 @@ class ModelManager:
         status.state, status.finished_at = "loaded", time.time()
         self.residents[resolved.load_key] = res
         self._update_gauges()
-        log.info(
-            "loaded %s in %.1fs (%d MB, estimate %d MB)",
-            name,
-            res.weights.load_seconds,
-            res.weights.footprint_bytes >> 20,
-            need >> 20,
-        )
+        mb = res.weights.footprint_bytes >> 20
+        log.info("loaded %s in %.1fs (%d MB, estimate %d MB)", name, res.weights.load_seconds, mb, need >> 20)
         return res
 
     def _load_sync(self, resolved: ResolvedModel, need: int, keep_alive: float | None, pinned: bool) -> Resident:
@@ -402,8 +400,7 @@ class ModelManager:
     async def _unload(self, res: Resident) -> None:
         if self.residents.pop(res.key, None) is None:
             return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, res.scheduler.stop)
+        await asyncio.to_thread(res.scheduler.stop)
         label = self.metrics.model_label(res.name)
         with contextlib.suppress(KeyError):
             self.metrics.model_memory.remove(label, self.device)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from app.engine.kv_cache import lpad
+from app.engine.kv_cache import BatchKVCache, lpad
 from app.engine.prefix_cache import KV
 
 if TYPE_CHECKING:
@@ -81,3 +81,31 @@ def stack_pasts(group: list[Newcomer], reuse: list[int], offset: int) -> KV:
             vs.append(lpad(v, offset))
         out.append((torch.cat(ks), torch.cat(vs)))
     return out
+
+
+def prefill_pass(
+    model: Any,
+    decode: Any,
+    device: str,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: BatchKVCache,
+) -> torch.Tensor:
+    """The last column's logits of a prefill pass over right-aligned rows, `cache` updated in place.
+
+    When decode steps compute unlike the model (`decode.prefill_numerics` false: 4-bit), the model computes every
+    prompt token but the last, without logits, and each row's last prompt token goes through a decode step: its
+    keys, values and logits then come out the same whether the earlier tokens were computed in this pass or reused
+    from the prefix cache, so a cache hit never changes an answer."""
+    split = decode is not None and not getattr(decode, "prefill_numerics", True)
+    forward = model
+    if split:
+        if ids.shape[1] > 1:
+            trunk = getattr(decode, "trunk", model)
+            trunk(input_ids=ids[:, :-1].to(device), attention_mask=mask[:, :-1].to(device),
+                  position_ids=positions[:, :-1].to(device), cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        ids, positions, forward = ids[:, -1:], positions[:, -1:], decode
+    out = forward(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                  cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+    return out.logits[:, -1, :].float().cpu()  # type: ignore[no-any-return]

@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 import torch
 
 from app.engine.kv_cache import BatchKVCache
-from app.engine.prefill import PREFILL_TOKEN_BUDGET, Newcomer, prefill_groups, stack_pasts, within_budget
+from app.engine.prefill import (
+    PREFILL_TOKEN_BUDGET,
+    Newcomer,
+    prefill_groups,
+    prefill_pass,
+    stack_pasts,
+    within_budget,
+)
 from app.engine.prefix_cache import PrefixCache
 from app.engine.sampling import sample_rows
 from app.engine.sequence import Sequence, accept, final_chunk, token_logprob
@@ -221,32 +228,12 @@ class BatchScheduler:
         past = stack_pasts(group, reuse, offset) if offset else None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
         cache = BatchKVCache(past)
-        logits = self._prefill_pass(ids, mask, positions, cache)
+        logits = prefill_pass(self.model, self.decode, self.device, ids, mask, positions, cache)
         if self.on_forward is not None:
             self.on_forward("prefill")
         for s in seqs:
             s.fed = list(s.prompt_ids)
         return cache, mask, logits
-
-    def _prefill_pass(
-        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: BatchKVCache
-    ) -> torch.Tensor:
-        """The last column's logits of a prefill pass over right-aligned rows, the cache updated in place.
-
-        When decode steps compute unlike the model (4-bit), each row's last prompt token goes through a decode step
-        too: its keys, values and logits then come out the same whether the earlier tokens were computed in this
-        pass or reused from the prefix cache, so a cache hit never changes an answer."""
-        dev = self.device
-        split = self.decode is not None and not getattr(self.decode, "prefill_numerics", True)
-        forward = self.model
-        if split:
-            if ids.shape[1] > 1:
-                self.model(input_ids=ids[:, :-1].to(dev), attention_mask=mask[:, :-1].to(dev),
-                           position_ids=positions[:, :-1].to(dev), cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-            ids, positions, forward = ids[:, -1:], positions[:, -1:], self.decode
-        out = forward(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=positions.to(dev),
-                      cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        return out.logits[:, -1, :].float().cpu()  # type: ignore[no-any-return]
 
     def _prefill_commit(
         self, group: list[Newcomer], cache: BatchKVCache, mask: torch.Tensor, logits: torch.Tensor
@@ -329,8 +316,9 @@ class BatchScheduler:
             try:
                 ids = torch.tensor([tokens], dtype=torch.long)
                 cache = BatchKVCache()
-                row_logits = self._prefill_pass(
-                    ids, torch.ones_like(ids), torch.arange(len(tokens)).unsqueeze(0), cache
+                positions = torch.arange(len(tokens)).unsqueeze(0)
+                row_logits = prefill_pass(
+                    self.model, self.decode, self.device, ids, torch.ones_like(ids), positions, cache
                 )
             except Exception as solo:
                 self._fail(s, solo)

