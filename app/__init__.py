@@ -1,9 +1,8 @@
-import os
-
-# OpenMP worker threads sleep between parallel regions instead of spinning. libgomp reads this once, when torch
-# loads it, so it is set here, before any module imports torch; an OMP_WAIT_POLICY of the user's own wins. With
-# other processes on the same cores (the HTTP side, clients, other services), spinning workers made 16-row decode
-# steps 6-9x slower on 2 cores; sleeping costs about 10% at one row on a quiet machine (bench/README.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's wait policy is libgomp's own (its workers spin briefly between parallel regions, then sleep). The
+# inference thread is the only thread with an OpenMP worker pool (loads and kernel checks run in threads that end
+# with them, app/engine/cpu_linear.in_passing_thread), so those spins bridge the gaps between one decode step's
+# ops: against OMP_WAIT_POLICY=PASSIVE, where every parallel region wakes sleeping workers, 1.03-1.27x at 1-32
+# streams on a quiet machine (bench/README.md, "Issue 17"). On cores shared with other heavy work, set
+# OMP_WAIT_POLICY=PASSIVE (the container image does) or HUGLLAMA_TORCH_THREADS=1.
 
 __version__ = "0.1.0"
