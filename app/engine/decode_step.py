@@ -3,13 +3,15 @@
 A one-row decode step of the embedded model spent about 20 of its 48 ms outside the matmuls: transformers'
 modules run some 200 small ops per step per layer group (dtype casts, mask building, reshapes, RoPE's
 rotate_half), each a few microseconds of dispatch (bench/profile_step.py). This step runs the same model in about
-a dozen ops per layer: a fused RMSNorm, one q/k/v product, RoPE as one multiply-add with a rolled copy, the cache
-append, one SDPA call with grouped-query heads, one gate/up product. Weights that are exactly 4-bit (a GGUF
-Q4_0/Q4_1 model) are multiplied 4-bit (cpu_int4.py); others use the model's own modules (MKL's packed sgemm).
+a dozen ops per layer: RMSNorm from vector_norm, one q/k/v product, RoPE as one multiply-add with a rolled copy,
+the cache append, SDPA with grouped-query heads, one gate/up product. Weights that are exactly 4-bit (a GGUF
+Q4_0/Q4_1 model) are multiplied 4-bit and the output projection int8 (cpu_int4.py); other weights use the
+model's own modules (MKL's packed sgemm). bench/lean_step.py: 2.4x faster for one row (bench/README.md).
 
-It serves forward passes that feed one token per row (decode steps, and a prefill that reuses all but one token
-from the prefix cache); longer passes go to the model itself, so prefill keeps fp32 numerics and speed. Each
-kind of pass computes a row the same whatever rows are beside it, so batched answers equal alone.
+The scheduler calls it for decode steps; prefill passes run the model's forward and keep fp32 numerics and speed,
+except that with 4-bit products each prompt's last token goes through this step too (prefill.prefill_pass), so a
+prefix-cache hit computes what a cold prompt does. Every op computes a row the same whatever rows are beside it,
+so batched answers equal alone, bit for bit.
 
 Models whose layers are not plain Llama (another attention, a sliding window, biases on the MLP, another
 activation) keep transformers' forward: `build` returns None for them.
