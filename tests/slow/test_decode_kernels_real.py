@@ -1,4 +1,5 @@
-"""The loader switches the embedded model to the CPU decode kernels, and they keep its answers."""
+"""The loader switches the embedded model to the CPU decode kernels: the fp32 ones keep its answers, and the lean
+4-bit decode step (its default) still answers the capital question."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from app.engine.kv_cache import BatchKVCache
 from app.registry.sources import embedded_source
 
 
-def _load(snapshot: Path, skinny: bool) -> loader.LoadedWeights:
+def _load(snapshot: Path, skinny: bool, lean: bool = False) -> loader.LoadedWeights:
     source = embedded_source()
     assert source is not None
     return loader.load(
@@ -24,6 +25,7 @@ def _load(snapshot: Path, skinny: bool) -> loader.LoadedWeights:
         quantization=None,
         trust_remote_code=False,
         skinny_matmul=skinny,
+        lean_decode=lean,
     )
 
 
@@ -70,3 +72,34 @@ def test_loader_switches_plain_linears_and_answers_stay_the_same(embedded_snapsh
     assert got == want
     answer = fast.tokenizer.decode(got[0])
     assert "Paris" in answer
+
+
+def test_lean_decode_step_is_4bit_and_answers_paris(embedded_snapshot: Path) -> None:
+    from app.engine.decode_step import DecodeStep
+    from app.engine.prefill import prefill_pass
+
+    weights = _load(embedded_snapshot, True, lean=True)
+    step = weights.decode
+    assert isinstance(step, DecodeStep)
+    assert step.int4_layers == 4 * 30 and step.owns_head and not step.prefill_numerics
+    assert type(weights.model.lm_head) is nn.Linear  # its int8 head serves the logits: no packed copy
+    tok = weights.tokenizer
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
+    )
+    ids = torch.tensor([tok(text, add_special_tokens=False).input_ids])
+    mask = torch.ones_like(ids)
+    cache = BatchKVCache()
+    with torch.inference_mode():
+        logits = prefill_pass(weights.model, step, "cpu", ids, mask, torch.arange(ids.shape[1])[None], cache)
+        tokens: list[int] = []
+        for _ in range(16):
+            token = int(logits[0].argmax())
+            if token == tok.eos_token_id:
+                break
+            tokens.append(token)
+            mask = torch.cat([mask, torch.ones((1, 1), dtype=torch.long)], dim=1)
+            out = step(input_ids=torch.tensor([[token]]), attention_mask=mask,
+                       position_ids=torch.tensor([[mask.shape[1] - 1]]), cache=cache)  # fmt: skip
+            logits = out.logits[:, -1]
+    assert tok.decode(tokens).strip() == "The capital of France is Paris."
