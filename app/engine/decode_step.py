@@ -14,7 +14,7 @@ prefix-cache hit computes what a cold prompt does. Every op computes a row the s
 so batched answers equal alone, bit for bit.
 
 Models whose layers are not plain Llama (another attention, a sliding window, biases on the MLP, another
-activation) keep transformers' forward: `build` returns None for them.
+activation), models on a GPU and bf16 ones keep transformers' forward: `build` returns None for them.
 """
 
 from __future__ import annotations
@@ -256,8 +256,8 @@ def build(model: nn.Module) -> DecodeStep | None:
         return None
     if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
         return None
-    if any(p.device.type != "cpu" for p in model.parameters()):
-        return None
+    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
+        return None  # GPUs keep transformers' forward; so do bf16 CPU models (opt-in, batched != alone anyway)
     inner: Any = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "layers"):
         return None

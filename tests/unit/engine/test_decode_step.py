@@ -212,8 +212,9 @@ def test_models_unlike_llama_keep_transformers_forward(config: dict[str, Any]) -
     assert decode_step.build(tiny_llama(6, vocab_size=VOCAB, **SHAPE, **config)) is None
 
 
-def test_only_causal_lms_of_the_llama_family_take_it() -> None:
+def test_only_fp32_causal_lms_of_the_llama_family_take_it() -> None:
     assert decode_step.build(nn.Linear(4, 4)) is None
+    assert decode_step.build(tiny_llama(8, vocab_size=VOCAB, **SHAPE).to(torch.bfloat16)) is None
 
 
 def test_int8_head_rows_are_independent_and_the_best_candidates_exact() -> None:
