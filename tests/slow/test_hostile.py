@@ -345,10 +345,12 @@ def _send(client: httpx.Client, case: Case) -> tuple[httpx.Response, float]:
     return resp, time.monotonic() - started
 
 
+# 400 tokens: long enough that the bound below measures a stall, not the CPU a template input's worker takes from
+# the victim's core, about 3 s over the whole burst (the 4-bit decode step made 120 tokens take 3 s on one thread).
 VICTIM = {
     "model": MODEL,
     "prompt": "Tell me a long story about a dragon.",
-    "options": {"temperature": 0, "num_predict": 120},
+    "options": {"temperature": 0, "num_predict": 400},
 }
 
 
