@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         True,
         description="CPU decode steps of Llama-family models (Llama, Mistral, Qwen2) in about a dozen ops per layer "
         "instead of transformers' forward, with exactly-4-bit weights (GGUF Q4_0/Q4_1) multiplied 4-bit with bf16 "
-        "activations: 2.5x faster for a single stream of the embedded model; false keeps transformers' fp32 forward.",
+        "activations: 2.4x faster for a single stream of the embedded model; false keeps transformers' fp32 forward.",
     )
     keep_alive: float = Field(
         300.0,

@@ -10,7 +10,7 @@ quarter of the bytes of bf16 and an eighth of fp32, which is what a single strea
 (bench/README.md, "Issue 17"). Where precision changes: the kernel takes bf16 activations and bf16 scales and
 returns bf16, so a layer's input is rounded to bf16 (8 significant bits; llama.cpp rounds it to 8-bit integers
 for the same product) and so are d and m + 8d. Each row's result is bit for bit the same whatever rows are beside
-it (checked for 1-64 and 300 rows, tests/unit/engine/test_cpu_int4.py): batched answers equal alone.
+it (checked for 1-64 and 300 rows; tests/unit/engine/test_decode_step.py checks 1-40): batched answers equal alone.
 """
 
 from __future__ import annotations

@@ -100,7 +100,7 @@ def in_passing_thread(fn: Callable[[], T]) -> T:
         except BaseException as e:  # re-raised in the caller's thread
             errors.append(e)
 
-    thread = threading.Thread(target=run, name="kernel-check", daemon=True)
+    thread = threading.Thread(target=run, name="omp-passing", daemon=True)
     thread.start()
     thread.join()
     if errors:

@@ -115,8 +115,7 @@ class DecodeStep:
     def trunk(self, **kwargs: Any) -> Any:
         """The model's forward without its output projection: a 4-bit step's prefill computes keys and values
         only, since each row's logits come from its last prompt token's decode step."""
-        kwargs.pop("logits_to_keep", None)
-        return self.model.model(**kwargs)  # type: ignore[operator,union-attr]
+        return self.model.model(use_cache=True, **kwargs)  # type: ignore[operator,union-attr]
 
     @property
     def prefill_numerics(self) -> bool:

@@ -46,8 +46,8 @@ class LoadedWeights:
     snapshot: Path
     # Embedding models: the sentence-transformers layers after pooling (encoders.DenseHead), if any.
     head: Any = None
-    # What the scheduler calls for decode steps when not the model: decode_step.DecodeStep (CPU Llama family).
-    decode: Any = None
+    # What the scheduler calls for decode steps when not the model (CPU Llama family).
+    decode: decode_step.DecodeStep | None = None
 
 
 def snapshot_dir(snapshots: Path, source: ModelSource) -> Path:

@@ -11,6 +11,7 @@ from app.engine.kv_cache import BatchKVCache, lpad
 from app.engine.prefix_cache import KV
 
 if TYPE_CHECKING:
+    from app.engine.decode_step import DecodeStep
     from app.engine.sequence import Sequence
 
 
@@ -85,7 +86,7 @@ def stack_pasts(group: list[Newcomer], reuse: list[int], offset: int) -> KV:
 
 def prefill_pass(
     model: Any,
-    decode: Any,
+    last_token_step: DecodeStep | None,
     device: str,
     ids: torch.Tensor,
     mask: torch.Tensor,
@@ -94,18 +95,16 @@ def prefill_pass(
 ) -> torch.Tensor:
     """The last column's logits of a prefill pass over right-aligned rows, `cache` updated in place.
 
-    When decode steps compute unlike the model (`decode.prefill_numerics` false: 4-bit), the model computes every
-    prompt token but the last, without logits, and each row's last prompt token goes through a decode step: its
+    With a `last_token_step` (decode steps that compute unlike the model: 4-bit), the model's trunk computes every
+    prompt token but the last, without logits, and each row's last prompt token goes through that decode step: its
     keys, values and logits then come out the same whether the earlier tokens were computed in this pass or reused
     from the prefix cache, so a cache hit never changes an answer."""
-    split = decode is not None and not getattr(decode, "prefill_numerics", True)
-    forward = model
-    if split:
+    forward: Any = model
+    if last_token_step is not None:
         if ids.shape[1] > 1:
-            trunk = getattr(decode, "trunk", model)
-            trunk(input_ids=ids[:, :-1].to(device), attention_mask=mask[:, :-1].to(device),
-                  position_ids=positions[:, :-1].to(device), cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
-        ids, positions, forward = ids[:, -1:], positions[:, -1:], decode
+            head = ids[:, :-1].to(device), mask[:, :-1].to(device), positions[:, :-1].to(device)
+            last_token_step.trunk(input_ids=head[0], attention_mask=head[1], position_ids=head[2], cache=cache)
+        ids, positions, forward = ids[:, -1:], positions[:, -1:], last_token_step
     out = forward(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                   cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
     return out.logits[:, -1, :].float().cpu()  # type: ignore[no-any-return]

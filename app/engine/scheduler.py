@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -37,6 +37,9 @@ from app.engine.sampling import sample_rows
 from app.engine.sequence import Sequence, accept, final_chunk, token_logprob
 from app.engine.types import FinishReason, TokenLogprob
 from app.errors import GenerationFailed
+
+if TYPE_CHECKING:
+    from app.engine.decode_step import DecodeStep
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +62,15 @@ class BatchScheduler:
         kv_budget_tokens: int = 0,
         on_forward: Callable[[str], None] | None = None,
         prefill_tokens: int = PREFILL_TOKEN_BUDGET,
-        decode: Any = None,
+        decode: DecodeStep | None = None,
     ) -> None:
         self.model = model
-        # Decode steps may run a leaner forward (decode_step.DecodeStep); prefill passes always run the model's.
+        # Decode steps may run a leaner forward; prefill passes run the model's. When that step computes unlike the
+        # model (4-bit), each prompt's last token goes through it too (prefill.prefill_pass), and generated
+        # tokens' keys and values are never stored for reuse: a later prompt reusing them would answer unlike one
+        # computed cold.
         self.decode = decode
+        self.last_token_step = decode if decode is not None and not decode.prefill_numerics else None
         self.tokenizer = tokenizer
         self.name = name
         self.max_batch = max_batch
@@ -228,7 +235,7 @@ class BatchScheduler:
         past = stack_pasts(group, reuse, offset) if offset else None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, offset:]
         cache = BatchKVCache(past)
-        logits = prefill_pass(self.model, self.decode, self.device, ids, mask, positions, cache)
+        logits = prefill_pass(self.model, self.last_token_step, self.device, ids, mask, positions, cache)
         if self.on_forward is not None:
             self.on_forward("prefill")
         for s in seqs:
@@ -318,7 +325,7 @@ class BatchScheduler:
                 cache = BatchKVCache()
                 positions = torch.arange(len(tokens)).unsqueeze(0)
                 row_logits = prefill_pass(
-                    self.model, self.decode, self.device, ids, torch.ones_like(ids), positions, cache
+                    self.model, self.last_token_step, self.device, ids, torch.ones_like(ids), positions, cache
                 )
             except Exception as solo:
                 self._fail(s, solo)
@@ -392,11 +399,8 @@ class BatchScheduler:
     def _drop_finished(self) -> None:
         assert self._cache is not None and self._mask is not None
         keep = [i for i, s in enumerate(self._active) if s.finish is None]
-        # Generated tokens' keys and values come from decode steps: reusable only when those compute like prefill
-        # (a 4-bit decode step does not: a later prompt that reused them would answer unlike one computed cold).
-        # The prompt itself was stored at its prefill.
-        reusable = self.decode is None or getattr(self.decode, "prefill_numerics", False)
-        if self.prefix_cache is not None and reusable:
+        # The prompt itself was stored at its prefill; its generated tokens only when decode computes like prefill.
+        if self.prefix_cache is not None and self.last_token_step is None:
             for i, s in enumerate(self._active):
                 if s.finish is not None and s.finish != FinishReason.CANCELLED and s.cache_prompt:
                     n = len(s.fed)
