@@ -159,6 +159,12 @@ class Settings(BaseSettings):
         "instead of transformers' forward, with exactly-4-bit weights (GGUF Q4_0/Q4_1) multiplied 4-bit with bf16 "
         "activations: 2.4x faster for a single stream of the embedded model; false keeps transformers' fp32 forward.",
     )
+    cpu_native_kernels: bool = Field(
+        True,
+        description="4-bit decode products through our own AVX-512 VNNI kernel (app/engine/kernels/w4a8.c, built "
+        "once by the system's C compiler into ~/.cache/hugllama; inputs rounded to 8 bits per 32, as llama.cpp does) "
+        "where the CPU has VNNI and a compiler is found; false, or elsewhere, torch's int4 kernel with bf16 inputs.",
+    )
     keep_alive: float = Field(
         300.0,
         validation_alias=AliasChoices("HUGLLAMA_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),

@@ -21,6 +21,7 @@ import logging
 import torch
 from torch import nn
 
+from app.engine import cpu_w4a8
 from app.engine.cpu_linear import in_passing_thread
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ log = logging.getLogger(__name__)
 GROUP = 32  # GGUF's Q4_0/Q4_1 block: one scale (and minimum) per 32 weights of a row
 
 
-def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(q as int32 [N, K] in 0..15, scales_and_zeros as fp32 [K/group, N, 2]) such that
-    w == (q - 8) * scale + zero for every weight, up to fp32 rounding; None when `w` is not 4-bit that way."""
+def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(q as int32 [N, K] in 0..15, d and m as fp32 [N, K/group]) such that w == d * q + m for every weight (per
+    group of `group` inputs), up to fp32 rounding; None when `w` is not 4-bit that way."""
     if w.dim() != 2 or w.shape[1] % group or w.dtype != torch.float32 or w.numel() == 0:
         return None
     n, k = w.shape
@@ -50,10 +51,28 @@ def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch
     if not bool((ok1 | ok0).all()):
         return None
     q = torch.where(ok1, q1, q0)
-    scale = torch.where(ok1, d1, d0)
-    zero = torch.where(ok1, lo + 8 * d1, torch.zeros_like(d0))
-    scales_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], dim=-1)  # [N, K/group, 2]
-    return q.reshape(n, k).to(torch.int32), scales_zeros.transpose(0, 1).contiguous()
+    d = torch.where(ok1, d1, d0)
+    m = torch.where(ok1, lo, -8 * d0)
+    return q.reshape(n, k).to(torch.int32), d.squeeze(-1), m.squeeze(-1)
+
+
+def four_bit(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Int4Linear | cpu_w4a8.W4A8Linear | None:
+    """One layer computing the given ones side by side (outputs concatenated) if every weight is exactly 4-bit:
+    our VNNI kernel where it runs (cpu_w4a8), else torch's int4 kernel; None when a weight is not 4-bit or
+    neither kernel runs here. Each output column is computed alone, so the fused layer equals the separate ones."""
+    parts = [exact_int4(w) for w in weights]
+    if any(p is None for p in parts):
+        return None
+    q, d, m = (torch.cat([p[i] for p in parts if p is not None]) for i in range(3))
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat(
+            [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
+        )
+    lib = cpu_w4a8.library()
+    if lib is not None and cpu_w4a8.W4A8Linear.fits(*q.shape):
+        return cpu_w4a8.W4A8Linear(lib, q, d, m, bias)
+    return Int4Linear(q, d, m, bias) if int4_kernel_works() else None
 
 
 class Int4Linear(nn.Module):
@@ -63,35 +82,21 @@ class Int4Linear(nn.Module):
     scales_zeros: torch.Tensor
     bias: torch.Tensor | None
 
-    def __init__(self, q: torch.Tensor, scales_zeros: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = q.shape
+        # The kernel's form: w = (q - 8) * scale + zero per group, [K/group, N, 2].
+        scales_zeros = torch.stack([d, m + 8 * d], dim=-1).transpose(0, 1)
         self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, 1))
-        self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16))
+        self.register_buffer("scales_zeros", scales_zeros.to(torch.bfloat16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
-    @classmethod
-    def exact(cls, weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Int4Linear | None:
-        """One layer computing the given ones side by side (outputs concatenated), if every weight is exactly
-        4-bit; each output column is computed alone, so the fused layer equals the separate ones."""
-        parts = [exact_int4(w) for w in weights]
-        if any(p is None for p in parts) or not int4_kernel_works():
-            return None
-        qs = torch.cat([p[0] for p in parts if p is not None])
-        sz = torch.cat([p[1] for p in parts if p is not None], dim=1)
-        bias = None
-        if any(b is not None for b in biases):
-            bias = torch.cat(
-                [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
-            )
-        return cls(qs, sz, bias)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bf16(x).to(x.dtype)
+        return self.native(x).to(x.dtype)
 
-    def bf16(self, x: torch.Tensor) -> torch.Tensor:
-        """The product in the kernel's own bf16, so a caller that adds it to an fp32 sum or feeds it to the next
-        4-bit product skips a cast each way."""
+    def native(self, x: torch.Tensor) -> torch.Tensor:
+        """The product in the kernel's own dtype (bf16), so a caller that adds it to an fp32 sum or feeds it to the
+        next 4-bit product skips a cast each way."""
         rows = x.numel() // self.in_features
         y = torch._weight_int4pack_mm_for_cpu(
             x.reshape(rows, self.in_features).to(torch.bfloat16), self.packed, GROUP, self.scales_zeros
@@ -111,11 +116,11 @@ def _int4_check() -> bool:
     try:
         gen = torch.Generator().manual_seed(0)
         q = torch.randint(0, 16, (16, 64), generator=gen, dtype=torch.int32)
-        d = torch.rand(2, 16, 1, generator=gen) / 8
-        sz = torch.cat([d, torch.rand(2, 16, 1, generator=gen) - 0.5], -1)
-        w = (q.float() - 8) * sz[..., 0].repeat_interleave(GROUP, 0).T + sz[..., 1].repeat_interleave(GROUP, 0).T
+        d = torch.rand(16, 2, generator=gen) / 8
+        m = torch.rand(16, 2, generator=gen) - 0.5
+        w = q.float() * d.repeat_interleave(GROUP, 1) + m.repeat_interleave(GROUP, 1)
         x = torch.randn(3, 64, generator=gen)
-        layer = Int4Linear(q, sz, None)
+        layer = Int4Linear(q, d, m, None)
         with torch.inference_mode():
             got = layer(x)
         return bool(torch.allclose(got, x @ w.T, rtol=0.03, atol=0.05))
@@ -125,15 +130,16 @@ def _int4_check() -> bool:
 
 
 class Int8Head(nn.Module):
-    """The output projection of a 4-bit decode step: logits from int8 weights (one scale per row) and int8
-    activations (one scale per row), multiplied by torch's integer matmul, then the `EXACT` best of every row
-    recomputed in fp32 from the original weights.
+    """The output projection of a 4-bit decode step: logits from int8 weights and int8 activations, then the
+    `EXACT` best of every row recomputed in fp32 from the original weights.
 
-    The fp32 projection streamed 113 MB per step for the embedded model (4.8 ms at one row, 20 ms at 32, the
-    largest single product of a 4-bit step); int8 streams 28 MB (2.4 / 3.8 ms). Integer sums are exact, so each
-    row's logits are the same whatever rows are beside it. Where precision changes: a logit outside a row's
-    best `EXACT` is within about 1% of the fp32 one (the weights' int8 rounding), which sampling's tail and
-    logprobs of unlikely tokens see; the candidates greedy decoding and top-k/top-p choose among are exact."""
+    Where our kernel runs (cpu_w4a8.W8A8Linear), weights and inputs are int8 per group of 32 with fp16 scales, as
+    llama.cpp's Q8_0 (the embedded model's output projection is Q8_0, so its weights are exact): 0.85 ms at one row
+    of the embedded model. Elsewhere one scale per row for each, through torch's integer matmul: 2.4 ms. The fp32
+    projection streamed 113 MB per step (4.8 ms at one row, 20 ms at 32). Integer sums are exact, so each row's
+    logits are the same whatever rows are beside it. Where precision changes: a logit outside a row's best `EXACT`
+    is within about 1% of the fp32 one, which sampling's tail and logprobs of unlikely tokens see; the candidates
+    greedy decoding and top-k/top-p choose among are exact."""
 
     EXACT = 16
     scale: torch.Tensor
@@ -142,21 +148,28 @@ class Int8Head(nn.Module):
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         w = weight.detach()
-        scale = w.abs().amax(1).clamp(min=1e-30) / 127
         self.weight = w  # the fp32 original (shared with the input embeddings when tied): for the exact rows
-        self.register_buffer("scale", scale)
-        self.register_buffer("q", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
+        lib = cpu_w4a8.library()
+        self.grouped = cpu_w4a8.W8A8Linear(lib, w) if lib is not None and cpu_w4a8.W4A8Linear.fits(*w.shape) else None
+        if self.grouped is None:
+            scale = w.abs().amax(1).clamp(min=1e-30) / 127
+            self.register_buffer("scale", scale)
+            self.register_buffer("q", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).float()
-        sx = flat.abs().amax(1, keepdim=True).clamp(min=1e-30) / 127
-        xq = (flat / sx).round_().to(torch.int8)
-        # The transposed view, not a contiguous copy: oneDNN's int8 kernel reads it 1.4x faster.
-        logits = torch._int_mm(xq, self.q.t()).float().mul_(sx).mul_(self.scale)
+        logits: torch.Tensor
+        if self.grouped is not None:
+            logits = self.grouped(flat)
+        else:
+            sx = flat.abs().amax(1, keepdim=True).clamp(min=1e-30) / 127
+            xq = (flat / sx).round_().to(torch.int8)
+            # The transposed view, not a contiguous copy: oneDNN's int8 kernel reads it 1.4x faster.
+            logits = torch._int_mm(xq, self.q.t()).float().mul_(sx).mul_(self.scale)
         best = logits.topk(min(self.EXACT, logits.shape[1]), dim=-1).indices
         exact = (self.weight[best] * flat[:, None, :]).sum(-1)
         logits.scatter_(1, best, exact)
         return logits.reshape(*x.shape[:-1], -1)
 
     def extra_bytes(self) -> int:
-        return self.q.numel() + self.scale.numel() * 4
+        return sum(b.numel() * b.element_size() for b in self.buffers())

@@ -5,6 +5,9 @@ at c=16 on the embedded model that was 15% of a decode step (bench/README.md). H
 spare columns and exposes `keys`/`values` as views of its filled part, so a decode step copies one column; the buffer
 is reallocated only every `GROW` tokens. Everything else (`crop`, `batch_select_indices`, our scheduler's
 select/merge) keeps working on the views; a layer whose `keys` were replaced from outside re-seeds its buffer.
+
+Each buffer also keeps `MARGIN` zeroed columns in front of its first token, so the decode step's batched attention
+can read a window a few columns wider than the cache (`window`) without copying it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 GROW = 128  # spare columns per (re)allocation: one buffer copy every GROW decode steps
+MARGIN = 16  # zeroed columns before the first token (decode_step rounds attention windows up to 16 columns)
 
 
 class GrowingLayer(DynamicLayer):
@@ -36,14 +40,23 @@ class GrowingLayer(DynamicLayer):
         n = key_states.shape[-2]
         end = self._len + n
         kbuf, vbuf = self._kbuf, self._vbuf
-        if kbuf is None or vbuf is None or end > kbuf.shape[-2] or kbuf.shape[:2] != key_states.shape[:2]:
+        if kbuf is None or vbuf is None or MARGIN + end > kbuf.shape[-2] or kbuf.shape[:2] != key_states.shape[:2]:
             kbuf, vbuf = self._grow(key_states, value_states, end)
-        kbuf[:, :, self._len : end].copy_(key_states)
-        vbuf[:, :, self._len : end].copy_(value_states)
+        kbuf[:, :, MARGIN + self._len : MARGIN + end].copy_(key_states)
+        vbuf[:, :, MARGIN + self._len : MARGIN + end].copy_(value_states)
         self._len = end
-        self.keys = kbuf[:, :, :end]
-        self.values = vbuf[:, :, :end]
+        self.keys = kbuf[:, :, MARGIN : MARGIN + end]
+        self.values = vbuf[:, :, MARGIN : MARGIN + end]
         return self.keys, self.values
+
+    def window(self, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the last `width` columns; up to MARGIN columns more than the cache holds read as
+        zeros (views of the buffer's margin, no copy)."""
+        extra = width - self._len
+        if self._kbuf is None or self._vbuf is None or not self._owns_views() or extra > MARGIN:
+            return _last_columns(self.keys, width), _last_columns(self.values, width)  # type: ignore[arg-type]
+        cols = slice(MARGIN + self._len - width, MARGIN + self._len)
+        return self._kbuf[:, :, cols], self._vbuf[:, :, cols]
 
     def _owns_views(self) -> bool:
         """False when `keys` no longer views our buffer (crop, select or reorder replaced it)."""
@@ -53,7 +66,7 @@ class GrowingLayer(DynamicLayer):
         return (
             k is not None
             and k.numel() > 0
-            and k.data_ptr() == self._kbuf.data_ptr()
+            and k.data_ptr() == self._kbuf[:, :, MARGIN:].data_ptr()
             and k.shape[-2] == self._len
             and k.shape[:2] == self._kbuf.shape[:2]
         )
@@ -64,15 +77,16 @@ class GrowingLayer(DynamicLayer):
         self._len = 0
         if k is not None and v is not None and k.numel() > 0:
             self._kbuf, self._vbuf = _alloc(k, v, k.shape[-2])
-            self._kbuf[:, :, : k.shape[-2]].copy_(k)
-            self._vbuf[:, :, : v.shape[-2]].copy_(v)
+            self._kbuf[:, :, MARGIN : MARGIN + k.shape[-2]].copy_(k)
+            self._vbuf[:, :, MARGIN : MARGIN + v.shape[-2]].copy_(v)
             self._len = k.shape[-2]
 
     def _grow(self, keys: torch.Tensor, values: torch.Tensor, end: int) -> tuple[torch.Tensor, torch.Tensor]:
         kbuf, vbuf = _alloc(keys, values, end)
         if self._kbuf is not None and self._vbuf is not None and self._len:
-            kbuf[:, :, : self._len].copy_(self._kbuf[:, :, : self._len])
-            vbuf[:, :, : self._len].copy_(self._vbuf[:, :, : self._len])
+            kept = slice(MARGIN, MARGIN + self._len)
+            kbuf[:, :, kept].copy_(self._kbuf[:, :, kept])
+            vbuf[:, :, kept].copy_(self._vbuf[:, :, kept])
         self._kbuf, self._vbuf = kbuf, vbuf
         return kbuf, vbuf
 
@@ -85,7 +99,10 @@ class GrowingLayer(DynamicLayer):
 def _alloc(k: torch.Tensor, v: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     cap = -(-(tokens + GROW) // 64) * 64
     b, h, _, dk = k.shape
-    return k.new_empty((b, h, cap, dk)), v.new_empty((b, h, cap, v.shape[-1]))
+    kbuf, vbuf = k.new_empty((b, h, MARGIN + cap, dk)), v.new_empty((b, h, MARGIN + cap, v.shape[-1]))
+    kbuf[:, :, :MARGIN].zero_()
+    vbuf[:, :, :MARGIN].zero_()
+    return kbuf, vbuf
 
 
 class BatchKVCache(DynamicCache):
@@ -124,3 +141,16 @@ def lpad(t: torch.Tensor, width: int) -> torch.Tensor:
     if missing <= 0:
         return t
     return torch.nn.functional.pad(t, (0, 0, missing, 0))
+
+
+def _last_columns(t: torch.Tensor, width: int) -> torch.Tensor:
+    missing = width - t.shape[-2]
+    return lpad(t, width) if missing > 0 else t[:, :, t.shape[-2] - width :]
+
+
+def window(cache: Any, layer: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`width` last columns of a cache layer's keys and values (GrowingLayer.window; a copy for other caches)."""
+    lay = cache.layers[layer]
+    if isinstance(lay, GrowingLayer):
+        return lay.window(width)
+    return _last_columns(lay.keys, width), _last_columns(lay.values, width)

@@ -296,7 +296,7 @@ FOUR_BIT_TYPES = (2, 3)
 
 def four_bit_decode_bytes(source: ModelSource) -> int:
     """What the lean CPU decode step adds for a GGUF whose layers are Q4_0/Q4_1: a 4-bit copy of each such weight
-    (half a byte per weight, plus a bf16 scale and offset per 32) and an int8 copy of the output projection (which
+    (half a byte per weight, plus a 16-bit scale and offset per 32) and an int8 copy of the output projection (which
     then needs no packed fp32 copy); 0 for any other model."""
     gguf = _gguf_path(source)
     if gguf is None:
@@ -310,7 +310,8 @@ def four_bit_decode_bytes(source: ModelSource) -> int:
     if not four:
         return 0
     dims = _gguf_dims(info)
-    return sum(t.n_elements * 5 // 8 for t in four) + (dims.vocab_size or 0) * ((dims.hidden or 0) + 4)
+    # The head: int8 weights with a 16-bit scale and weight sum per 32 (cpu_w4a8.W8A8Linear; torch's path takes less).
+    return sum(t.n_elements * 5 // 8 for t in four) + (dims.vocab_size or 0) * ((dims.hidden or 0) * 9 // 8)
 
 
 def tied_output_bytes(source: ModelSource, *, dtype: str) -> int:

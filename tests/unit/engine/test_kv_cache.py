@@ -38,10 +38,30 @@ def test_writes_in_place_between_growths() -> None:
     layer = GrowingLayer()
     layer.update(*_kv(2, 4, 0))
     assert layer._kbuf is not None
-    buffer = layer._kbuf.data_ptr()
+    buffer = layer._kbuf[:, :, kv_cache.MARGIN :].data_ptr()
     for step in range(10):
         keys, _ = layer.update(*_kv(2, 1, step + 1))
         assert keys.data_ptr() == buffer
+
+
+def test_window_reads_zeros_in_front_without_copying() -> None:
+    """The decode step's batched attention reads windows up to MARGIN columns wider than the cache."""
+    layer = GrowingLayer()
+    k0, v0 = _kv(2, 5, 0)
+    layer.update(k0, v0)
+    k1, v1 = _kv(2, 1, 1)
+    keys, values = layer.update(k1, v1)
+    for width in (3, 6, 6 + kv_cache.MARGIN):
+        wk, wv = layer.window(width)
+        assert wk.shape == (2, 2, width, 4) and wv.shape == (2, 2, width, 4)
+        real = min(width, 6)
+        assert torch.equal(wk[:, :, width - real :], keys[:, :, 6 - real :])
+        assert torch.equal(wv[:, :, width - real :], values[:, :, 6 - real :])
+        assert not wk[:, :, : width - real].any() and not wv[:, :, : width - real].any()
+        assert wk.untyped_storage().data_ptr() == keys.untyped_storage().data_ptr()  # a view, not a copy
+    # Wider than the margin: a zero-padded copy, same values.
+    wk, _ = layer.window(6 + kv_cache.MARGIN + 3)
+    assert torch.equal(wk[:, :, -6:], keys) and not wk[:, :, :-6].any()
 
 
 def test_replaced_views_reseed_the_buffer() -> None:

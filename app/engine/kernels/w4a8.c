@@ -1,0 +1,195 @@
+// 4-bit weights times 8-bit activations on AVX-512 VNNI: the product llama.cpp computes for a Q4_0/Q4_1 model,
+// written for the decode step (cpu_w4a8.py builds and loads this file; see there for why and what it changes).
+//
+// y[m][n] = sum over groups g of 32 inputs:  d[n][g] * sx[m][g] * isum(m, n, g)  +  mn[n][g] * xs[m][g]
+//   d, mn: the weights' fp16 scale and minimum per group (what a GGUF Q4_0/Q4_1 block stores)
+//   isum = sum_k q[n][k] * xq[m][k] over the group, exact in int32 (q in 0..15, xq in -127..127)
+//   xq, sx: each group of a row's inputs rounded to int8 with one scale; xs: the group's exact fp32 sum.
+//
+// Every row is computed by the same instructions in the same order whatever the number of rows, the thread count
+// or the row's place in its block: batched results equal alone, bit for bit. All float arithmetic is explicit
+// intrinsics (and the file is built with -ffp-contract=off) so the compiler cannot fuse it differently anywhere.
+
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define GROUP 32
+#define LANES 16
+#define ROWS 8
+
+// Rows of x (M x K fp32) to int8 groups: xq (M x K), sx and xs (M x K/32).
+static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, float *sx, float *xs) {
+    const int64_t G = K / GROUP;
+    for (int64_t m = 0; m < M; m++) {
+        for (int64_t g = 0; g < G; g++) {
+            const float *p = x + m * K + g * GROUP;
+            __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + LANES);
+            __m512 amax = _mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b));
+            float hi = _mm512_reduce_max_ps(amax);
+            float inv = hi > 0.0f ? 127.0f / hi : 0.0f;
+            __m512 vinv = _mm512_set1_ps(inv);
+            __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv));  // round to nearest even
+            __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vinv));
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP), _mm512_cvtepi32_epi8(qa));
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP + LANES), _mm512_cvtepi32_epi8(qb));
+            sx[m * G + g] = hi / 127.0f;
+            xs[m * G + g] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
+        }
+    }
+}
+
+// One block of 16 outputs for `rows` (1..ROWS, a constant where it is inlined) rows. wp: the block's packed
+// weights, G groups x 4 vectors of 64 bytes (lane i, byte j of vector t: low nibble q[i][32g + 4t + j], high nibble
+// q[i][32g + 16 + 4t + j]). Integer sums are exact in any order, so two chains per row hide vpdpbusd's latency.
+static inline __attribute__((always_inline)) void block(const uint8_t *wp, const uint16_t *d, const uint16_t *mn,
+                                                        const int8_t *xq, const float *sx, const float *xs,
+                                                        const int rows, int64_t K, float *y, int64_t N) {
+    const int64_t G = K / GROUP;
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    __m512 acc[ROWS];
+    for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        __m512i lo[4], hi[4];
+        for (int t = 0; t < 4; t++) {
+            __m512i w = _mm512_loadu_si512((const void *)(wp + (g * 4 + t) * 64));
+            lo[t] = _mm512_and_si512(w, low);
+            hi[t] = _mm512_and_si512(_mm512_srli_epi16(w, 4), low);
+        }
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(d + g * LANES)));
+        const __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mn + g * LANES)));
+        for (int r = 0; r < rows; r++) {
+            const int8_t *xg = xq + r * K + g * GROUP;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++) {
+                s0 = _mm512_dpbusd_epi32(s0, lo[t], _mm512_set1_epi32(*(const int32_t *)(xg + 4 * t)));
+                s1 = _mm512_dpbusd_epi32(s1, hi[t], _mm512_set1_epi32(*(const int32_t *)(xg + 16 + 4 * t)));
+            }
+            const __m512i isum = _mm512_add_epi32(s0, s1);
+            const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[r * G + g]));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[r]);
+            acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(xs[r * G + g]), acc[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) _mm512_storeu_ps(y + r * N, acc[r]);
+}
+
+// y (M x N fp32) = x (M x K fp32) times the packed weights (d and mn fp16); N a multiple of 16, K of 32. Returns 0, or -1 when
+// out of memory.
+int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const uint16_t *d, const uint16_t *mn,
+                int64_t N, float *y, int threads) {
+    const int64_t G = K / GROUP, NB = N / LANES;
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K));
+    float *sx = (float *)malloc((size_t)(M * G) * sizeof(float) * 2);
+    if (!xq || !sx) {
+        free(xq);
+        free(sx);
+        return -1;
+    }
+    float *xs = sx + M * G;
+    quantize(x, M, K, xq, sx, xs);
+    const int64_t MB = (M + ROWS - 1) / ROWS;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
+    for (int64_t nb = 0; nb < NB; nb++) {
+        for (int64_t mb = 0; mb < MB; mb++) {
+            const int64_t m0 = mb * ROWS;
+            const int rows = (int)(M - m0 < ROWS ? M - m0 : ROWS);
+            const uint8_t *w = wp + nb * G * 256;
+            const uint16_t *db = d + nb * G * LANES, *mb_ = mn + nb * G * LANES;
+            float *yb = y + m0 * N + nb * LANES;
+#define BLOCK(R) block(w, db, mb_, xq + m0 * K, sx + m0 * G, xs + m0 * G, R, K, yb, N)
+            switch (rows) {  // each a copy of `block` with its row loop unrolled, accumulators in registers
+                case 8: BLOCK(8); break;
+                case 7: BLOCK(7); break;
+                case 6: BLOCK(6); break;
+                case 5: BLOCK(5); break;
+                case 4: BLOCK(4); break;
+                case 3: BLOCK(3); break;
+                case 2: BLOCK(2); break;
+                default: BLOCK(1); break;
+            }
+#undef BLOCK
+        }
+    }
+    free(xq);
+    free(sx);
+    return 0;
+}
+
+// 8-bit weights (a GGUF Q8_0 block: w = d * q, q in -127..127 per group of 32) times 8-bit activations, for the
+// output projection. vpdpbusd multiplies unsigned by signed bytes, so the activations go in shifted by 128 and
+// each group's sum takes back 128 * (the weights' own sum, `ws`): still exact integers.
+// wp: per block of 16 outputs and group, 8 vectors of 64 bytes (lane i, byte j of vector t: q[i][32g + 4t + j]).
+static inline __attribute__((always_inline)) void block8(const int8_t *wp, const uint16_t *d, const int16_t *ws,
+                                                         const uint8_t *xu, const float *sx, const int rows,
+                                                         int64_t K, float *y, int64_t N) {
+    const int64_t G = K / GROUP;
+    __m512 acc[ROWS];
+    for (int r = 0; r < rows; r++) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < G; g++) {
+        __m512i w[8];
+        for (int t = 0; t < 8; t++) w[t] = _mm512_loadu_si512((const void *)(wp + (g * 8 + t) * 64));
+        const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(d + g * LANES)));
+        const __m512i wsum = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(ws + g * LANES)));
+        const __m512i shift = _mm512_slli_epi32(wsum, 7);
+        for (int r = 0; r < rows; r++) {
+            const uint8_t *xg = xu + r * K + g * GROUP;
+            __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+            for (int t = 0; t < 8; t += 2) {
+                s0 = _mm512_dpbusd_epi32(s0, _mm512_set1_epi32(*(const int32_t *)(xg + 4 * t)), w[t]);
+                s1 = _mm512_dpbusd_epi32(s1, _mm512_set1_epi32(*(const int32_t *)(xg + 4 * t + 4)), w[t + 1]);
+            }
+            const __m512i isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), shift);
+            const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[r * G + g]));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[r]);
+        }
+    }
+    for (int r = 0; r < rows; r++) _mm512_storeu_ps(y + r * N, acc[r]);
+}
+
+int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const uint16_t *d, const int16_t *ws,
+                int64_t N, float *y, int threads) {
+    const int64_t G = K / GROUP, NB = N / LANES;
+    int8_t *xq = (int8_t *)malloc((size_t)(M * K));
+    float *sx = (float *)malloc((size_t)(M * G) * sizeof(float) * 2);
+    if (!xq || !sx) {
+        free(xq);
+        free(sx);
+        return -1;
+    }
+    quantize(x, M, K, xq, sx, sx + M * G);
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    for (int64_t i = 0; i + 64 <= M * K; i += 64) {  // K is a multiple of 32: M * K of 64 or a 32-byte tail
+        __m512i v = _mm512_loadu_si512((const void *)(xq + i));
+        _mm512_storeu_si512((void *)(xq + i), _mm512_xor_si512(v, bias));  // + 128 as unsigned
+    }
+    for (int64_t i = (M * K) / 64 * 64; i < M * K; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80);
+    const uint8_t *xu = (const uint8_t *)xq;
+    const int64_t MB = (M + ROWS - 1) / ROWS;
+#pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
+    for (int64_t nb = 0; nb < NB; nb++) {
+        for (int64_t mb = 0; mb < MB; mb++) {
+            const int64_t m0 = mb * ROWS;
+            const int rows = (int)(M - m0 < ROWS ? M - m0 : ROWS);
+            const int8_t *w = wp + nb * G * 512;
+            const uint16_t *db = d + nb * G * LANES;
+            const int16_t *wsb = ws + nb * G * LANES;
+            float *yb = y + m0 * N + nb * LANES;
+#define BLOCK8(R) block8(w, db, wsb, xu + m0 * K, sx + m0 * G, R, K, yb, N)
+            switch (rows) {
+                case 8: BLOCK8(8); break;
+                case 7: BLOCK8(7); break;
+                case 6: BLOCK8(6); break;
+                case 5: BLOCK8(5); break;
+                case 4: BLOCK8(4); break;
+                case 3: BLOCK8(3); break;
+                case 2: BLOCK8(2); break;
+                default: BLOCK8(1); break;
+            }
+#undef BLOCK8
+        }
+    }
+    free(xq);
+    free(sx);
+    return 0;
+}
