@@ -14,6 +14,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+// Each calling thread's activation scratch, grown as needed and kept: a malloc and free per product cost more
+// than a one-row product of a small layer.
+static __thread int8_t *scratch;
+static __thread size_t scratch_size;
+
+static int8_t *scratch_for(size_t bytes) {
+    if (bytes > scratch_size) {
+        free(scratch);
+        scratch = (int8_t *)aligned_alloc(64, (bytes + 63) / 64 * 64);
+        scratch_size = scratch ? bytes : 0;
+    }
+    return scratch;
+}
+
 #define GROUP 32
 #define LANES 16
 #define ROWS 8
@@ -79,13 +93,10 @@ static inline __attribute__((always_inline)) void block(const uint8_t *wp, const
 int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const uint16_t *d, const uint16_t *mn,
                 int64_t N, float *y, int threads) {
     const int64_t G = K / GROUP, NB = N / LANES;
-    int8_t *xq = (int8_t *)malloc((size_t)(M * K));
-    float *sx = (float *)malloc((size_t)(M * G) * sizeof(float) * 2);
-    if (!xq || !sx) {
-        free(xq);
-        free(sx);
-        return -1;
-    }
+    const size_t qbytes = (size_t)(M * K + 63) / 64 * 64;
+    int8_t *xq = scratch_for(qbytes + (size_t)(M * G) * sizeof(float) * 2);
+    if (!xq) return -1;
+    float *sx = (float *)(xq + qbytes);
     float *xs = sx + M * G;
     quantize(x, M, K, xq, sx, xs);
     const int64_t MB = (M + ROWS - 1) / ROWS;
@@ -111,8 +122,6 @@ int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const u
 #undef BLOCK
         }
     }
-    free(xq);
-    free(sx);
     return 0;
 }
 
@@ -150,13 +159,10 @@ static inline __attribute__((always_inline)) void block8(const int8_t *wp, const
 int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const uint16_t *d, const int16_t *ws,
                 int64_t N, float *y, int threads) {
     const int64_t G = K / GROUP, NB = N / LANES;
-    int8_t *xq = (int8_t *)malloc((size_t)(M * K));
-    float *sx = (float *)malloc((size_t)(M * G) * sizeof(float) * 2);
-    if (!xq || !sx) {
-        free(xq);
-        free(sx);
-        return -1;
-    }
+    const size_t qbytes = (size_t)(M * K + 63) / 64 * 64;
+    int8_t *xq = scratch_for(qbytes + (size_t)(M * G) * sizeof(float) * 2);
+    if (!xq) return -1;
+    float *sx = (float *)(xq + qbytes);
     quantize(x, M, K, xq, sx, sx + M * G);
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int64_t i = 0; i + 64 <= M * K; i += 64) {  // K is a multiple of 32: M * K of 64 or a 32-byte tail
@@ -189,7 +195,5 @@ int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const ui
 #undef BLOCK8
         }
     }
-    free(xq);
-    free(sx);
     return 0;
 }
