@@ -1,15 +1,17 @@
-"""4-bit weights times 8-bit activations for CPU decode steps: llama.cpp's product for Q4_0/Q4_1, in our own kernel.
+"""4-bit weights times integer activations for CPU decode steps of Q4_0/Q4_1 models, in our own kernel.
 
 torch's CPU int4 kernel (cpu_int4.Int4Linear) dequantizes every weight for every 4 rows and multiplies in fp32: at
-32 rows a step of the embedded model spent 73 ms in it, and at one row it stayed short of the memory bound. This
-kernel (kernels/w4a8.c) rounds each group of 32 inputs to int8 with one scale, as llama.cpp does, multiplies them by
-the 4-bit weights with AVX-512 VNNI (`vpdpbusd`: exact integer sums) and scales each group's sum in fp32 by the
-weights' own d and m (fp16, as the file stores them). bench/README.md, "Issue 17": about 1.8x less time than
-torch's kernel for one row and 2.9x for 32. `W8A8Linear` does the same for Q8_0 weights (the output projection).
+32 rows a step of the embedded model spent 73 ms in it, and at one row it stayed well short of the memory bound.
+This kernel (kernels/w4a8.c) multiplies the 4-bit weights by integer activations with AVX-512 VNNI (`vpdpbusd`,
+exact integer sums) and scales each group's sum in fp32 by the weights' own d and m (fp16, as the file stores
+them). bench/README.md, "Issue 17": about 2x less time than torch's kernel at 1, 16 and 32 rows. `W8A8Linear` does
+the same for Q8_0 weights (the output projection).
 
-Where precision changes: a layer's input is rounded to 8 bits per group of 32 (torch's kernel rounded it to bf16,
-8 significant bits per value; llama.cpp does what this does); the weights are exact, d and m in fp16 (exact for a
-GGUF file, which stores them so).
+Where precision changes: each group of 32 inputs is rounded to int8 steps of one scale, as llama.cpp does, plus the
+remainder in 256ths of a step: about 15 significant bits (torch's kernel rounded inputs to bf16, 8 bits; llama.cpp
+keeps 8): the embedded model's logits come within about 1e-3 of its fp32 forward's. The weights are exact, d and m
+fp16 (exact for a GGUF file). The output projection's inputs are int8 per 32 only: its logits pick candidates, and
+the best 16 are recomputed in fp32 (cpu_int4.Int8Head).
 
 It is C, built once per machine by the system's C compiler into the user's cache (`HUGLLAMA_CPU_NATIVE_KERNELS=false`
 turns it off), and used only where the CPU has AVX-512 VNNI, a compiler is found, and a self-check passes; anywhere
@@ -220,13 +222,16 @@ def q8_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def reference(x: torch.Tensor, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """What the kernel computes, in float64 (tests and the self-check): inputs rounded per group of 32 like the
-    kernel, scales in fp16, then summed exactly."""
+    kernel (an int8 step and its remainder in 256ths), scales in fp16, then summed exactly."""
     rows, k = x.shape
     g = x.double().reshape(rows, k // GROUP, GROUP)
     hi = g.abs().amax(-1, keepdim=True)
     sx = (hi.float() / 127).double()
     inv = torch.where(hi > 0, (127 / hi.float()).double(), torch.zeros_like(hi))
-    xq = (g.float() * inv.float()).double().round()  # round half to even, like cvtps_epi32
+    scaled = g.float() * inv.float()
+    xq = scaled.round()  # round half to even, like cvtps_epi32
+    xl = ((scaled - xq) * 256).round().clamp(-127, 127)  # the remainder in 256ths of a step
+    xq = xq.double() + xl.double() / 256
     qg = q.double().reshape(q.shape[0], k // GROUP, GROUP)
     isum = torch.einsum("rgk,ngk->rng", xq, qg)
     xs = g.sum(-1)  # [rows, G]

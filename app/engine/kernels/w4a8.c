@@ -1,10 +1,13 @@
-// 4-bit weights times 8-bit activations on AVX-512 VNNI: the product llama.cpp computes for a Q4_0/Q4_1 model,
-// written for the decode step (cpu_w4a8.py builds and loads this file; see there for why and what it changes).
+// 4-bit weights times integer activations on AVX-512 VNNI, for the decode step of a GGUF Q4_0/Q4_1 model
+// (cpu_w4a8.py builds and loads this file; see there for why and what it changes).
 //
-// y[m][n] = sum over groups g of 32 inputs:  d[n][g] * sx[m][g] * isum(m, n, g)  +  mn[n][g] * xs[m][g]
+// y[m][n] = sum over groups g of 32 inputs:  d[n][g] * sx[m][g] / 256 * isum(m, n, g)  +  mn[n][g] * xs[m][g]
 //   d, mn: the weights' fp16 scale and minimum per group (what a GGUF Q4_0/Q4_1 block stores)
-//   isum = sum_k q[n][k] * xq[m][k] over the group, exact in int32 (q in 0..15, xq in -127..127)
-//   xq, sx: each group of a row's inputs rounded to int8 with one scale; xs: the group's exact fp32 sum.
+//   isum = sum_k q[n][k] * (256 * xq[m][k] + xl[m][k]) over the group, exact in int32 (q in 0..15)
+//   each group of a row's inputs as int8 steps of sx (xq, as llama.cpp rounds them) plus the remainder in 256ths of
+//   a step (xl, also int8): about 15 bits where llama.cpp keeps 8; xs: the group's exact fp32 sum.
+// Two vpdpbusd per 4 inputs instead of llama.cpp's one: 8 bits lost on the embedded model's fragile first tokens
+// ("The capital..." and "L'..." are 0.08 apart in its fp32 logits) changed its answers.
 //
 // Every row is computed by the same instructions in the same order whatever the number of rows, the thread count
 // or the row's place in its block: batched results equal alone, bit for bit. All float arithmetic is explicit
@@ -32,8 +35,9 @@ static int8_t *scratch_for(size_t bytes) {
 #define LANES 16
 #define ROWS 8
 
-// Rows of x (M x K fp32) to int8 groups: xq (M x K), sx and xs (M x K/32).
-static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, float *sx, float *xs) {
+// Rows of x (M x K fp32) to int8 groups: xq (M x K), sx and xs (M x K/32); with xl, also each value's remainder
+// after xq, in 256ths of the group's step (M x K): xq + xl / 256 carries about 15 bits instead of 8.
+static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, int8_t *xl, float *sx, float *xs) {
     const int64_t G = K / GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t g = 0; g < G; g++) {
@@ -47,6 +51,16 @@ static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, float *sx
             __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vinv));
             _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP), _mm512_cvtepi32_epi8(qa));
             _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP + LANES), _mm512_cvtepi32_epi8(qb));
+            if (xl) {
+                const __m512 k256 = _mm512_set1_ps(256.0f);
+                const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+                __m512 ra = _mm512_sub_ps(_mm512_mul_ps(a, vinv), _mm512_cvtepi32_ps(qa));  // exact, in [-0.5, 0.5]
+                __m512 rb = _mm512_sub_ps(_mm512_mul_ps(b, vinv), _mm512_cvtepi32_ps(qb));
+                __m512i la = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(ra, k256)), nlim), lim);
+                __m512i lb = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(rb, k256)), nlim), lim);
+                _mm_storeu_si128((__m128i *)(xl + m * K + g * GROUP), _mm512_cvtepi32_epi8(la));
+                _mm_storeu_si128((__m128i *)(xl + m * K + g * GROUP + LANES), _mm512_cvtepi32_epi8(lb));
+            }
             sx[m * G + g] = hi / 127.0f;
             xs[m * G + g] = _mm512_reduce_add_ps(_mm512_add_ps(a, b));
         }
@@ -57,8 +71,9 @@ static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, float *sx
 // weights, G groups x 4 vectors of 64 bytes (lane i, byte j of vector t: low nibble q[i][32g + 4t + j], high nibble
 // q[i][32g + 16 + 4t + j]). Integer sums are exact in any order, so two chains per row hide vpdpbusd's latency.
 static inline __attribute__((always_inline)) void block(const uint8_t *wp, const uint16_t *d, const uint16_t *mn,
-                                                        const int8_t *xq, const float *sx, const float *xs,
-                                                        const int rows, int64_t K, float *y, int64_t N) {
+                                                        const int8_t *xq, const int8_t *xl, const float *sx,
+                                                        const float *xs, const int rows, int64_t K, float *y,
+                                                        int64_t N) {
     const int64_t G = K / GROUP;
     const __m512i low = _mm512_set1_epi8(0x0F);
     __m512 acc[ROWS];
@@ -79,8 +94,15 @@ static inline __attribute__((always_inline)) void block(const uint8_t *wp, const
                 s0 = _mm512_dpbusd_epi32(s0, lo[t], _mm512_set1_epi32(*(const int32_t *)(xg + 4 * t)));
                 s1 = _mm512_dpbusd_epi32(s1, hi[t], _mm512_set1_epi32(*(const int32_t *)(xg + 16 + 4 * t)));
             }
-            const __m512i isum = _mm512_add_epi32(s0, s1);
-            const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[r * G + g]));
+            // 256 * (q . xq) + q . xl: below 2^24, so exact in int32 and in its conversion to fp32.
+            const int8_t *lg = xl + r * K + g * GROUP;
+            __m512i l0 = _mm512_setzero_si512(), l1 = _mm512_setzero_si512();
+            for (int t = 0; t < 4; t++) {
+                l0 = _mm512_dpbusd_epi32(l0, lo[t], _mm512_set1_epi32(*(const int32_t *)(lg + 4 * t)));
+                l1 = _mm512_dpbusd_epi32(l1, hi[t], _mm512_set1_epi32(*(const int32_t *)(lg + 16 + 4 * t)));
+            }
+            const __m512i isum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(s0, s1), 8), _mm512_add_epi32(l0, l1));
+            const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[r * G + g] * (1.0f / 256.0f)));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[r]);
             acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(xs[r * G + g]), acc[r]);
         }
@@ -94,11 +116,12 @@ int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const u
                 int64_t N, float *y, int threads) {
     const int64_t G = K / GROUP, NB = N / LANES;
     const size_t qbytes = (size_t)(M * K + 63) / 64 * 64;
-    int8_t *xq = scratch_for(qbytes + (size_t)(M * G) * sizeof(float) * 2);
+    int8_t *xq = scratch_for(2 * qbytes + (size_t)(M * G) * sizeof(float) * 2);
     if (!xq) return -1;
-    float *sx = (float *)(xq + qbytes);
+    int8_t *xl = xq + qbytes;
+    float *sx = (float *)(xq + 2 * qbytes);
     float *xs = sx + M * G;
-    quantize(x, M, K, xq, sx, xs);
+    quantize(x, M, K, xq, xl, sx, xs);
     const int64_t MB = (M + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
     for (int64_t nb = 0; nb < NB; nb++) {
@@ -108,7 +131,7 @@ int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const u
             const uint8_t *w = wp + nb * G * 256;
             const uint16_t *db = d + nb * G * LANES, *mb_ = mn + nb * G * LANES;
             float *yb = y + m0 * N + nb * LANES;
-#define BLOCK(R) block(w, db, mb_, xq + m0 * K, sx + m0 * G, xs + m0 * G, R, K, yb, N)
+#define BLOCK(R) block(w, db, mb_, xq + m0 * K, xl + m0 * K, sx + m0 * G, xs + m0 * G, R, K, yb, N)
             switch (rows) {  // each a copy of `block` with its row loop unrolled, accumulators in registers
                 case 8: BLOCK(8); break;
                 case 7: BLOCK(7); break;
@@ -163,7 +186,7 @@ int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const ui
     int8_t *xq = scratch_for(qbytes + (size_t)(M * G) * sizeof(float) * 2);
     if (!xq) return -1;
     float *sx = (float *)(xq + qbytes);
-    quantize(x, M, K, xq, sx, sx + M * G);
+    quantize(x, M, K, xq, NULL, sx, sx + M * G);
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     for (int64_t i = 0; i + 64 <= M * K; i += 64) {  // K is a multiple of 32: M * K of 64 or a 32-byte tail
         __m512i v = _mm512_loadu_si512((const void *)(xq + i));

