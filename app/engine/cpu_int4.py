@@ -134,8 +134,9 @@ class Int8Head(nn.Module):
     `EXACT` best of every row recomputed in fp32 from the original weights.
 
     Where our kernel runs (cpu_w4a8.W8A8Linear), weights and inputs are int8 per group of 32 with fp16 scales, as
-    llama.cpp's Q8_0 (the embedded model's output projection is Q8_0, so its weights are exact): 0.85 ms at one row
-    of the embedded model. Elsewhere one scale per row for each, through torch's integer matmul: 2.4 ms. The fp32
+    llama.cpp's Q8_0 (the embedded model's output projection is Q8_0, so its weights are exact): 0.7 ms at one row
+    of the embedded model (5.7 ms at 32). Elsewhere one scale per row for each, through torch's integer matmul: 1.8
+    ms (3.2 at 32; bench/kernels.py). The fp32
     projection streamed 113 MB per step (4.8 ms at one row, 20 ms at 32). Integer sums are exact, so each row's
     logits are the same whatever rows are beside it. Where precision changes: a logit outside a row's best `EXACT`
     is within about 1% of the fp32 one, which sampling's tail and logprobs of unlikely tokens see; the candidates

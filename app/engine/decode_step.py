@@ -4,9 +4,10 @@ A one-row decode step of the embedded model spent about 20 of its 48 ms outside 
 modules run some 200 small ops per step per layer group (dtype casts, mask building, reshapes, RoPE's
 rotate_half), each a few microseconds of dispatch (bench/profile_step.py). This step runs the same model in about
 a dozen ops per layer: RMSNorm from vector_norm, one q/k/v product, RoPE as one multiply-add with a rolled copy,
-the cache append, SDPA with grouped-query heads, one gate/up product. Weights that are exactly 4-bit (a GGUF
-Q4_0/Q4_1 model) are multiplied 4-bit and the output projection int8 (cpu_int4.py); other weights use the
-model's own modules (MKL's packed sgemm). bench/lean_step.py: 2.4x faster for one row (bench/README.md).
+the cache append, SDPA with grouped-query heads (one call for all rows of up to 512 keys, `_groups`), one gate/up
+product. Weights that are exactly 4-bit (a GGUF Q4_0/Q4_1 model) are multiplied 4-bit and the output projection
+int8 (cpu_int4.four_bit: our VNNI kernel, cpu_w4a8.py, or torch's int4 kernel); other weights use the model's own
+modules (MKL's packed sgemm). bench/lean_step.py: 2.4x faster for one row (bench/README.md).
 
 The scheduler calls it for decode steps; prefill passes run the model's forward and keep fp32 numerics and speed,
 except that with 4-bit products each prompt's last token goes through this step too (prefill.prefill_pass), so a
@@ -250,7 +251,7 @@ def _groups(mask: torch.Tensor) -> list[_Group] | None:
 # Prefill attention in float64 when decode steps are 4-bit: a prompt token's keys and values must come out the same
 # whether its pass started at the prompt's first token or after a prefix-cache hit. Every other op of the pass
 # computes a token the same either way; SDPA's blocked fp32 sums do not (its query blocks start elsewhere), and
-# the bf16 rounding in front of every 4-bit product turns their last-bit differences into other answers. In
+# the rounding of inputs in front of every 4-bit product turns their last-bit differences into other answers. In
 # float64 those differences stay below fp32's last bit, so the pass's fp32 result is the same.
 EXACT_ATTENTION = "hugllama_sdpa_float64"
 
