@@ -317,5 +317,20 @@ def build(model: nn.Module) -> DecodeStep | None:
         head = getattr(model, "lm_head", None)
         if isinstance(head, nn.Linear) and head.bias is None and head.weight.dtype == torch.float32:
             step.head = Int8Head(head.weight)
-    log.info("lean decode step: %d layers, %d of %d projections 4-bit", len(layers), step.int4_layers, 4 * len(layers))
+    kernel = next(
+        (
+            type(p.fused).__name__
+            for lay in layers
+            for p in (lay.qkv, lay.o, lay.gate_up, lay.down)
+            if p.fused is not None
+        ),
+        "-",
+    )
+    log.info(
+        "lean decode step: %d layers, %d of %d projections 4-bit (%s)",
+        len(layers),
+        step.int4_layers,
+        4 * len(layers),
+        kernel,
+    )
     return step
