@@ -15,6 +15,7 @@ it (checked for 1-64 and 300 rows; tests/unit/engine/test_decode_step.py checks 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 
@@ -56,10 +57,12 @@ def exact_int4(w: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch
     return q.reshape(n, k).to(torch.int32), d.squeeze(-1), m.squeeze(-1)
 
 
-def four_bit(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> Int4Linear | cpu_w4a8.W4A8Linear | None:
+def four_bit(
+    weights: list[torch.Tensor], biases: list[torch.Tensor | None], lib: ctypes.CDLL | None
+) -> Int4Linear | cpu_w4a8.W4A8Linear | None:
     """One layer computing the given ones side by side (outputs concatenated) if every weight is exactly 4-bit:
-    our VNNI kernel where it runs (cpu_w4a8), else torch's int4 kernel; None when a weight is not 4-bit or
-    neither kernel runs here. Each output column is computed alone, so the fused layer equals the separate ones."""
+    our VNNI kernel when given (`lib`, cpu_w4a8.library), else torch's int4 kernel; None when a weight is not 4-bit
+    or no kernel runs. Each output column is computed alone, so the fused layer equals the separate ones."""
     parts = [exact_int4(w) for w in weights]
     if any(p is None for p in parts):
         return None
@@ -69,7 +72,6 @@ def four_bit(weights: list[torch.Tensor], biases: list[torch.Tensor | None]) -> 
         bias = torch.cat(
             [b if b is not None else w.new_zeros(w.shape[0]) for w, b in zip(weights, biases, strict=True)]
         )
-    lib = cpu_w4a8.library()
     if lib is not None and cpu_w4a8.W4A8Linear.fits(*q.shape):
         return cpu_w4a8.W4A8Linear(lib, q, d, m, bias)
     return Int4Linear(q, d, m, bias) if int4_kernel_works() else None
@@ -133,7 +135,7 @@ class Int8Head(nn.Module):
     """The output projection of a 4-bit decode step: logits from int8 weights and int8 activations, then the
     `EXACT` best of every row recomputed in fp32 from the original weights.
 
-    Where our kernel runs (cpu_w4a8.W8A8Linear), weights and inputs are int8 per group of 32 with fp16 scales, as
+    Given our kernel (`lib`, cpu_w4a8.W8A8Linear), weights and inputs are int8 per group of 32 with fp16 scales, as
     llama.cpp's Q8_0 (the embedded model's output projection is Q8_0, so its weights are exact): 0.7 ms at one row
     of the embedded model (5.7 ms at 32). Elsewhere one scale per row for each, through torch's integer matmul: 1.8
     ms (3.2 at 32; bench/kernels.py). The fp32
@@ -146,11 +148,10 @@ class Int8Head(nn.Module):
     scale: torch.Tensor
     q: torch.Tensor
 
-    def __init__(self, weight: torch.Tensor) -> None:
+    def __init__(self, weight: torch.Tensor, lib: ctypes.CDLL | None) -> None:
         super().__init__()
         w = weight.detach()
         self.weight = w  # the fp32 original (shared with the input embeddings when tied): for the exact rows
-        lib = cpu_w4a8.library()
         self.grouped = cpu_w4a8.W8A8Linear(lib, w) if lib is not None and cpu_w4a8.W4A8Linear.fits(*w.shape) else None
         if self.grouped is None:
             scale = w.abs().amax(1).clamp(min=1e-30) / 127

@@ -13,10 +13,11 @@ keeps 8): the embedded model's logits come within about 1e-3 of its fp32 forward
 fp16 (exact for a GGUF file). The output projection's inputs are int8 per 32 only: its logits pick candidates, and
 the best 16 are recomputed in fp32 (cpu_int4.Int8Head).
 
-It is C, built once per machine by the system's C compiler into the user's cache (`HUGLLAMA_CPU_NATIVE_KERNELS=false`
-turns it off), and used only where the CPU has AVX-512 VNNI, a compiler is found, and a self-check passes; anywhere
-else the step keeps torch's int4 kernel. It runs its threads in torch's own OpenMP runtime (torch ships libgomp
-and the library resolves to the loaded copy), so the inference thread keeps one worker pool.
+It is C, built once per machine by the system's C compiler into the user's cache, and used only where the CPU has
+AVX-512 VNNI, a compiler is found, and a self-check passes (`HUGLLAMA_CPU_NATIVE_KERNELS=false` turns it off:
+decode_step.build's `native`); anywhere else the step keeps torch's int4 kernel. It runs its threads in torch's own
+OpenMP runtime (torch ships libgomp and the library resolves to the loaded copy), so the inference thread keeps one
+worker pool.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,10 +90,9 @@ def _build() -> Path | None:
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded kernel, or None where it cannot run here (checked once, off the inference thread)."""
-    from app.settings import get_settings
-
-    if not get_settings().cpu_native_kernels or not _cpu_has_vnni():
+    """The loaded kernel, or None where it cannot run here (checked once, off the inference thread). Whether to use
+    it is the caller's (`HUGLLAMA_CPU_NATIVE_KERNELS`, through loader.CpuKernels)."""
+    if not _cpu_has_vnni():
         return None
     return in_passing_thread(_load)
 
@@ -132,7 +133,33 @@ def _blocked(s: torch.Tensor) -> torch.Tensor:
     return s.half().reshape(n // LANES, LANES, g).transpose(1, 2).contiguous()
 
 
-class W4A8Linear(nn.Module):
+class _KernelLinear(nn.Module):
+    """y = x @ W.T through one of the kernel's products (`fn`), fp32 in and out; a subclass registers its buffers
+    and sets `_weights`, the product's arguments after x and its row count."""
+
+    _weights: tuple[int, ...]
+
+    def __init__(self, fn: Any, out_features: int, in_features: int) -> None:
+        super().__init__()
+        self.fn, self.out_features, self.in_features = fn, out_features, in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Lean on purpose: 121 of these per step of the embedded model, where every microsecond shows.
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != torch.float32 or not flat.is_contiguous():
+            flat = flat.float().contiguous()
+        rows = flat.shape[0]
+        y = torch.empty(rows, self.out_features)
+        if rows and self.fn(flat.data_ptr(), rows, *self._weights, y.data_ptr(), torch.get_num_threads()):
+            raise MemoryError("CPU kernel: out of memory for its activations")
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def _pointers(self, *buffers: torch.Tensor) -> None:
+        # The buffers are never replaced or moved: the decode step owns these layers.
+        self._weights = (self.in_features, *(b.data_ptr() for b in buffers), self.out_features)
+
+
+class W4A8Linear(_KernelLinear):
     """y = x @ W.T (+ bias) for W = d * q + m per group of 32 inputs, through the kernel; fp32 in and out."""
 
     packed: torch.Tensor
@@ -142,45 +169,27 @@ class W4A8Linear(nn.Module):
 
     def __init__(self, lib: ctypes.CDLL, q: torch.Tensor, d: torch.Tensor, m: torch.Tensor,
                  bias: torch.Tensor | None) -> None:  # fmt: skip
-        super().__init__()
-        self.lib = lib
-        self.out_features, self.in_features = q.shape
+        super().__init__(lib.w4a8_linear, *q.shape)
         self.register_buffer("packed", pack(q))
         self.register_buffer("d", _blocked(d))
         self.register_buffer("m", _blocked(m))
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # The kernel's arguments after x and its row count (the buffers are never replaced or moved).
-        self._weights = (
-            self.in_features,
-            self.packed.data_ptr(),
-            self.d.data_ptr(),
-            self.m.data_ptr(),
-            self.out_features,
-        )
+        self._pointers(self.packed, self.d, self.m)
 
     @staticmethod
     def fits(out_features: int, in_features: int) -> bool:
         return out_features % LANES == 0 and in_features % GROUP == 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Lean on purpose: 120 of these per step of the embedded model, where every microsecond shows.
-        flat = x.reshape(-1, self.in_features)
-        if flat.dtype != torch.float32 or not flat.is_contiguous():
-            flat = flat.float().contiguous()
-        rows = flat.shape[0]
-        y = torch.empty(rows, self.out_features)
-        if rows and self.lib.w4a8_linear(flat.data_ptr(), rows, *self._weights, y.data_ptr(), torch.get_num_threads()):
-            raise MemoryError("4-bit CPU kernel: out of memory for its activations")
-        if self.bias is not None:
-            y += self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+        y = super().forward(x)
+        return y if self.bias is None else y.add_(self.bias)
 
     def native(self, x: torch.Tensor) -> torch.Tensor:
         """The product in the kernel's own dtype (fp32), as Int4Linear.native gives its own."""
         return self.forward(x)
 
 
-class W8A8Linear(nn.Module):
+class W8A8Linear(_KernelLinear):
     """y = x @ W.T for W rounded to int8 per group of 32 inputs with an fp16 scale (GGUF's Q8_0, exact for a Q8_0
     tensor such as the embedded model's output projection), through the kernel; fp32 in and out, no bias."""
 
@@ -189,25 +198,13 @@ class W8A8Linear(nn.Module):
     wsum: torch.Tensor
 
     def __init__(self, lib: ctypes.CDLL, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.lib = lib
-        self.out_features, self.in_features = weight.shape
+        super().__init__(lib.w8a8_linear, *weight.shape)
         q, d = q8_groups(weight)
         q6 = q.reshape(self.out_features // LANES, LANES, self.in_features // GROUP, 8, 4)  # nb, i, g, t, j
         self.register_buffer("packed", q6.permute(0, 2, 3, 1, 4).contiguous().reshape(-1))
         self.register_buffer("d", _blocked(d))
         self.register_buffer("wsum", _blocked(q.reshape(*d.shape, GROUP).sum(-1)).to(torch.int16))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).float().contiguous()
-        y = torch.empty(flat.shape[0], self.out_features)
-        if flat.shape[0]:
-            err = self.lib.w8a8_linear(flat.data_ptr(), flat.shape[0], self.in_features, self.packed.data_ptr(),
-                                       self.d.data_ptr(), self.wsum.data_ptr(), self.out_features, y.data_ptr(),
-                                       torch.get_num_threads())  # fmt: skip
-            if err:
-                raise MemoryError("8-bit CPU kernel: out of memory for its activations")
-        return y.reshape(*x.shape[:-1], self.out_features)
+        self._pointers(self.packed, self.d, self.wsum)
 
 
 def q8_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@ activation), models on a GPU and bf16 ones keep transformers' forward: `build` r
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from dataclasses import dataclass
 from math import inf
@@ -29,9 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.engine import kv_cache
+from app.engine import cpu_w4a8, kv_cache
 from app.engine.cpu_int4 import Int4Linear, Int8Head, four_bit
-from app.engine.cpu_w4a8 import W4A8Linear
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,13 @@ class _Projections:
     """Several projections of one input, computed as one 4-bit layer (cpu_int4.four_bit) when their weights are
     4-bit, else each by the model's own module; returns the outputs concatenated."""
 
-    def __init__(self, modules: list[nn.Module]) -> None:
+    def __init__(self, modules: list[nn.Module], lib: ctypes.CDLL | None) -> None:
         weights = [getattr(m, "weight", None) for m in modules]
-        self.fused: Int4Linear | W4A8Linear | None = None
+        self.fused: Int4Linear | cpu_w4a8.W4A8Linear | None = None
         if all(isinstance(w, torch.Tensor) and w.stride() != (0, 0) for w in weights):
-            self.fused = four_bit([w for w in weights if w is not None], [getattr(m, "bias", None) for m in modules])
+            self.fused = four_bit(
+                [w for w in weights if w is not None], [getattr(m, "bias", None) for m in modules], lib
+            )
         self.modules = modules
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,10 +182,10 @@ class DecodeStep:
 def _attend(q: torch.Tensor, cache: Any, layer: int, groups: list[_Group], scale: float) -> torch.Tensor:
     """Each row's attention over its cached keys and values (queries [B, heads, 1, head_dim], grouped-query heads
     allowed), grouped as `_groups` says."""
-    gqa = q.shape[1] != cache.layers[layer].keys.shape[1]
     outs = []
     for g in groups:
         k, v = kv_cache.window(cache, layer, g.width)
+        gqa = q.shape[1] != k.shape[1]
         outs.append(
             F.scaled_dot_product_attention(
                 q[g.lo : g.hi], k[g.lo : g.hi], v[g.lo : g.hi], attn_mask=g.mask, scale=scale, enable_gqa=gqa
@@ -279,9 +281,10 @@ def _eps(norm: nn.Module) -> float:
     return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
 
 
-def build(model: nn.Module) -> DecodeStep | None:
+def build(model: nn.Module, native: bool = True) -> DecodeStep | None:
     """The lean step for a plain Llama-family model on CPU (called before the fp32 kernels release the weights,
-    so exactly-4-bit ones can be recovered), else None."""
+    so exactly-4-bit ones can be recovered), else None. `native`: 4-bit and int8 products through our kernel where
+    it runs here (cpu_w4a8), else torch's."""
     cfg = getattr(model, "config", None)
     if cfg is None or type(model).__name__ not in ARCHITECTURES:
         return None
@@ -294,6 +297,7 @@ def build(model: nn.Module) -> DecodeStep | None:
     inner: Any = getattr(model, "model", None)
     if inner is None or not hasattr(inner, "rotary_emb") or not hasattr(inner, "layers"):
         return None
+    lib = cpu_w4a8.library() if native else None
     layers: list[_Layer] = []
     for layer in inner.layers:
         attn, mlp = layer.self_attn, layer.mlp
@@ -305,10 +309,10 @@ def build(model: nn.Module) -> DecodeStep | None:
                 norm2=layer.post_attention_layernorm.weight,
                 eps1=_eps(layer.input_layernorm),
                 eps2=_eps(layer.post_attention_layernorm),
-                qkv=_Projections([attn.q_proj, attn.k_proj, attn.v_proj]),
-                o=_Projections([attn.o_proj]),
-                gate_up=_Projections([mlp.gate_proj, mlp.up_proj]),
-                down=_Projections([mlp.down_proj]),
+                qkv=_Projections([attn.q_proj, attn.k_proj, attn.v_proj], lib),
+                o=_Projections([attn.o_proj], lib),
+                gate_up=_Projections([mlp.gate_proj, mlp.up_proj], lib),
+                down=_Projections([mlp.down_proj], lib),
             )
         )
     step = DecodeStep(model, layers)
@@ -316,7 +320,7 @@ def build(model: nn.Module) -> DecodeStep | None:
         _use_exact_prefill_attention(model)
         head = getattr(model, "lm_head", None)
         if isinstance(head, nn.Linear) and head.bias is None and head.weight.dtype == torch.float32:
-            step.head = Int8Head(head.weight)
+            step.head = Int8Head(head.weight, lib)
     kernel = next(
         (
             type(p.fused).__name__

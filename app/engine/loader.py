@@ -28,10 +28,24 @@ from app.engine.snapshot_store import prune_unused, share_with_group, write_mark
 from app.errors import InvalidRequest, ModelLoadFailed
 from app.registry.sources import snapshot_key
 from app.registry.types import ModelSource
+from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CpuKernels:
+    """Which decode kernels a CPU load may use (the HUGLLAMA_CPU_* settings)."""
+
+    skinny_matmul: bool = True  # cpu_linear: MKL's packed sgemm for fp32
+    lean_decode: bool = True  # decode_step: the lean step of Llama-family models
+    native: bool = True  # cpu_w4a8: our VNNI kernel for its 4-bit and int8 products
+
+    @classmethod
+    def of(cls, settings: Settings) -> CpuKernels:
+        return cls(settings.cpu_skinny_matmul, settings.cpu_lean_decode, settings.cpu_native_kernels)
 
 
 @dataclass
@@ -119,8 +133,7 @@ def load(
     quantization: str | None,
     trust_remote_code: bool,
     device_map: Any = None,
-    skinny_matmul: bool = True,
-    lean_decode: bool = True,
+    kernels: CpuKernels = CpuKernels(),
 ) -> LoadedWeights:
     """Load weights and tokenizer; every failure becomes ModelLoadFailed naming the model."""
     started = time.perf_counter()
@@ -141,8 +154,8 @@ def load(
         model.eval()  # type: ignore[no-untyped-call]
         cpu_plain = qconfig is None and device == "cpu"
         # Before the fp32 kernels release the weights: the lean step recovers exactly-4-bit ones from them.
-        step = decode_step.build(model) if lean_decode and cpu_plain else None
-        if skinny_matmul and cpu_plain:
+        step = decode_step.build(model, kernels.native) if kernels.lean_decode and cpu_plain else None
+        if kernels.skinny_matmul and cpu_plain:
             use_cpu_kernels(model, skip=(model.lm_head,) if step is not None and step.owns_head else ())
     except (OSError, ValueError, RuntimeError, KeyError, ImportError) as e:
         raise ModelLoadFailed(f"could not load model from {path}: {e}") from e

@@ -286,8 +286,7 @@ class ModelManager:
             quantization=resolved.quantization,
             trust_remote_code=self.settings.trust_remote_code,
             device_map=detect.device_map_for(self.device),
-            skinny_matmul=self.settings.cpu_skinny_matmul,
-            lean_decode=self.settings.cpu_lean_decode,
+            kernels=loader.CpuKernels.of(self.settings),
         )
         config = weights.model.config
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config

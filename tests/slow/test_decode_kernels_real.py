@@ -24,8 +24,7 @@ def _load(snapshot: Path, skinny: bool, lean: bool = False) -> loader.LoadedWeig
         dtype="float32",
         quantization=None,
         trust_remote_code=False,
-        skinny_matmul=skinny,
-        lean_decode=lean,
+        kernels=loader.CpuKernels(skinny_matmul=skinny, lean_decode=lean),
     )
 
 

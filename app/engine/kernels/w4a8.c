@@ -31,13 +31,29 @@ static int8_t *scratch_for(size_t bytes) {
     return scratch;
 }
 
+// Calls CALL(R) with R the constant rows (1..ROWS): one copy of a block function per row count, its row loop
+// unrolled and its accumulators in registers.
+#define FOR_ROWS(rows, CALL)     \
+    switch (rows) {              \
+        case 8: CALL(8); break;  \
+        case 7: CALL(7); break;  \
+        case 6: CALL(6); break;  \
+        case 5: CALL(5); break;  \
+        case 4: CALL(4); break;  \
+        case 3: CALL(3); break;  \
+        case 2: CALL(2); break;  \
+        default: CALL(1); break; \
+    }
+
 #define GROUP 32
 #define LANES 16
 #define ROWS 8
 
 // Rows of x (M x K fp32) to int8 groups: xq (M x K), sx and xs (M x K/32); with xl, also each value's remainder
-// after xq, in 256ths of the group's step (M x K): xq + xl / 256 carries about 15 bits instead of 8.
-static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, int8_t *xl, float *sx, float *xs) {
+// after xq, in 256ths of the group's step (M x K): xq + xl / 256 carries about 15 bits instead of 8. `flip` stores
+// xq + 128 as unsigned bytes instead (the 8-bit product's operand).
+static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, int8_t *xl, float *sx, float *xs, int flip) {
+    const __m128i top = _mm_set1_epi8(flip ? (char)0x80 : 0);
     const int64_t G = K / GROUP;
     for (int64_t m = 0; m < M; m++) {
         for (int64_t g = 0; g < G; g++) {
@@ -49,8 +65,8 @@ static void quantize(const float *x, int64_t M, int64_t K, int8_t *xq, int8_t *x
             __m512 vinv = _mm512_set1_ps(inv);
             __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vinv));  // round to nearest even
             __m512i qb = _mm512_cvtps_epi32(_mm512_mul_ps(b, vinv));
-            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP), _mm512_cvtepi32_epi8(qa));
-            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP + LANES), _mm512_cvtepi32_epi8(qb));
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP), _mm_xor_si128(_mm512_cvtepi32_epi8(qa), top));
+            _mm_storeu_si128((__m128i *)(xq + m * K + g * GROUP + LANES), _mm_xor_si128(_mm512_cvtepi32_epi8(qb), top));
             if (xl) {
                 const __m512 k256 = _mm512_set1_ps(256.0f);
                 const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
@@ -101,7 +117,8 @@ static inline __attribute__((always_inline)) void block(const uint8_t *wp, const
                 l0 = _mm512_dpbusd_epi32(l0, lo[t], _mm512_set1_epi32(*(const int32_t *)(lg + 4 * t)));
                 l1 = _mm512_dpbusd_epi32(l1, hi[t], _mm512_set1_epi32(*(const int32_t *)(lg + 16 + 4 * t)));
             }
-            const __m512i isum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(s0, s1), 8), _mm512_add_epi32(l0, l1));
+            const __m512i high = _mm512_slli_epi32(_mm512_add_epi32(s0, s1), 8);
+            const __m512i isum = _mm512_add_epi32(high, _mm512_add_epi32(l0, l1));
             const __m512 scale = _mm512_mul_ps(dv, _mm512_set1_ps(sx[r * G + g] * (1.0f / 256.0f)));
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[r]);
             acc[r] = _mm512_fmadd_ps(mv, _mm512_set1_ps(xs[r * G + g]), acc[r]);
@@ -110,8 +127,8 @@ static inline __attribute__((always_inline)) void block(const uint8_t *wp, const
     for (int r = 0; r < rows; r++) _mm512_storeu_ps(y + r * N, acc[r]);
 }
 
-// y (M x N fp32) = x (M x K fp32) times the packed weights (d and mn fp16); N a multiple of 16, K of 32. Returns 0, or -1 when
-// out of memory.
+// y (M x N fp32) = x (M x K fp32) times the packed weights (d and mn fp16); N a multiple of 16, K of 32.
+// Returns 0, or -1 when out of memory.
 int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const uint16_t *d, const uint16_t *mn,
                 int64_t N, float *y, int threads) {
     const int64_t G = K / GROUP, NB = N / LANES;
@@ -121,7 +138,7 @@ int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const u
     int8_t *xl = xq + qbytes;
     float *sx = (float *)(xq + 2 * qbytes);
     float *xs = sx + M * G;
-    quantize(x, M, K, xq, xl, sx, xs);
+    quantize(x, M, K, xq, xl, sx, xs, 0);
     const int64_t MB = (M + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
     for (int64_t nb = 0; nb < NB; nb++) {
@@ -132,16 +149,7 @@ int w4a8_linear(const float *x, int64_t M, int64_t K, const uint8_t *wp, const u
             const uint16_t *db = d + nb * G * LANES, *mb_ = mn + nb * G * LANES;
             float *yb = y + m0 * N + nb * LANES;
 #define BLOCK(R) block(w, db, mb_, xq + m0 * K, xl + m0 * K, sx + m0 * G, xs + m0 * G, R, K, yb, N)
-            switch (rows) {  // each a copy of `block` with its row loop unrolled, accumulators in registers
-                case 8: BLOCK(8); break;
-                case 7: BLOCK(7); break;
-                case 6: BLOCK(6); break;
-                case 5: BLOCK(5); break;
-                case 4: BLOCK(4); break;
-                case 3: BLOCK(3); break;
-                case 2: BLOCK(2); break;
-                default: BLOCK(1); break;
-            }
+            FOR_ROWS(rows, BLOCK)
 #undef BLOCK
         }
     }
@@ -186,13 +194,7 @@ int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const ui
     int8_t *xq = scratch_for(qbytes + (size_t)(M * G) * sizeof(float) * 2);
     if (!xq) return -1;
     float *sx = (float *)(xq + qbytes);
-    quantize(x, M, K, xq, NULL, sx, sx + M * G);
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    for (int64_t i = 0; i + 64 <= M * K; i += 64) {  // K is a multiple of 32: M * K of 64 or a 32-byte tail
-        __m512i v = _mm512_loadu_si512((const void *)(xq + i));
-        _mm512_storeu_si512((void *)(xq + i), _mm512_xor_si512(v, bias));  // + 128 as unsigned
-    }
-    for (int64_t i = (M * K) / 64 * 64; i < M * K; i++) xq[i] = (int8_t)((uint8_t)xq[i] ^ 0x80);
+    quantize(x, M, K, xq, NULL, sx, sx + M * G, 1);
     const uint8_t *xu = (const uint8_t *)xq;
     const int64_t MB = (M + ROWS - 1) / ROWS;
 #pragma omp parallel for num_threads(threads) schedule(static) collapse(2) if (threads > 1)
@@ -205,16 +207,7 @@ int w8a8_linear(const float *x, int64_t M, int64_t K, const int8_t *wp, const ui
             const int16_t *wsb = ws + nb * G * LANES;
             float *yb = y + m0 * N + nb * LANES;
 #define BLOCK8(R) block8(w, db, wsb, xu + m0 * K, sx + m0 * G, R, K, yb, N)
-            switch (rows) {
-                case 8: BLOCK8(8); break;
-                case 7: BLOCK8(7); break;
-                case 6: BLOCK8(6); break;
-                case 5: BLOCK8(5); break;
-                case 4: BLOCK8(4); break;
-                case 3: BLOCK8(3); break;
-                case 2: BLOCK8(2); break;
-                default: BLOCK8(1); break;
-            }
+            FOR_ROWS(rows, BLOCK8)
 #undef BLOCK8
         }
     }

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from app.engine import cpu_w4a8, decode_step
-from app.engine.cpu_int4 import GROUP, Int4Linear, exact_int4, four_bit
+from app.engine.cpu_int4 import GROUP, Int4Linear, Int8Head, exact_int4, four_bit
 from app.engine.cpu_linear import use_cpu_kernels
 from app.engine.kv_cache import BatchKVCache
 from app.engine.prefix_cache import PrefixCache
@@ -48,9 +48,9 @@ def _q4_model(seed: int = 0, **kwargs: Any) -> Any:
     return model
 
 
-def _built(model: Any) -> tuple[Any, decode_step.DecodeStep]:
+def _built(model: Any, native: bool = True) -> tuple[Any, decode_step.DecodeStep]:
     """The model with its lean step, in the loader's order: the step first, then the fp32 kernels."""
-    step = decode_step.build(model)
+    step = decode_step.build(model, native)
     assert step is not None
     use_cpu_kernels(model)
     return model, step
@@ -96,7 +96,7 @@ def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 def test_four_bit_takes_our_kernel_where_it_runs(kernel: str) -> None:
     gen = torch.Generator().manual_seed(2)
-    layer = four_bit([_snap_q4_1(torch.randn(96, 64, generator=gen))], [None])
+    layer = four_bit([_snap_q4_1(torch.randn(96, 64, generator=gen))], [None], cpu_w4a8.library())
     assert isinstance(layer, cpu_w4a8.W4A8Linear if kernel == "w4a8" else Int4Linear)
 
 
@@ -336,11 +336,9 @@ def test_only_fp32_causal_lms_of_the_llama_family_take_it() -> None:
 
 
 def test_int8_head_rows_are_independent_and_the_best_candidates_exact(kernel: str) -> None:
-    from app.engine.cpu_int4 import Int8Head
-
     gen = torch.Generator().manual_seed(7)
     w = torch.randn(320, 64, generator=gen)
-    head = Int8Head(w)
+    head = Int8Head(w, cpu_w4a8.library())
     assert (head.grouped is not None) == (kernel == "w4a8")  # int8 per 32 through our kernel, else per row
     x = torch.randn(20, 64, generator=gen)
     with torch.inference_mode():
@@ -375,11 +373,15 @@ def test_the_estimate_counts_the_4bit_copies_of_the_embedded_model() -> None:
     assert 90e6 < estimate.four_bit_decode_bytes(source) < 100e6
 
 
-def test_native_kernels_are_off_when_the_setting_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_native_kernels_are_off_when_the_setting_says_so() -> None:
+    from app.engine.loader import CpuKernels
     from app.settings import Settings
 
-    monkeypatch.setattr("app.settings.get_settings", lambda: Settings(cpu_native_kernels=False))
-    assert cpu_w4a8.library.__wrapped__() is None  # type: ignore[attr-defined]
+    assert CpuKernels.of(Settings(cpu_native_kernels=False)).native is False  # what the manager hands the loader
+    _native_kernel()  # on a CPU without it, off either way
+    _, step = _built(_q4_model(), native=False)
+    assert isinstance(step.layers[0].qkv.fused, Int4Linear) and isinstance(step.head, Int8Head)
+    assert step.head.grouped is None
 
 
 def test_native_kernels_need_vnni_and_a_compiler(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
