@@ -248,16 +248,14 @@ class BatchScheduler:
         """Store the prompts in the prefix cache, finish warm-ups, merge the rest into the batch and sample."""
         seqs = [g.seq for g in group]
         if self.prefix_cache is not None:
+            # A 4-bit step computed each prompt's last token, unlike the trunk a later prompt's cold pass runs: keep it
+            # out, so a hit reuses only keys and values a cold pass computes the same (prefill.prefill_pass).
+            drop = int(self.last_token_step is not None)
             for i, s in enumerate(seqs):
                 if s.cache_prompt:
-                    n = len(s.prompt_ids)
-                    self.prefix_cache.store(
-                        s.prompt_ids,
-                        [
-                            (k[i : i + 1, :, -n:, :].clone(), v[i : i + 1, :, -n:, :].clone())
-                            for k, v in cache.tensors()
-                        ],
-                    )
+                    cols = slice(-len(s.prompt_ids), -drop or None)
+                    kv = [(k[i : i + 1, :, cols].clone(), v[i : i + 1, :, cols].clone()) for k, v in cache.tensors()]
+                    self.prefix_cache.store(s.prompt_ids[: len(s.prompt_ids) - drop], kv)
         warm = [i for i, s in enumerate(seqs) if s.prefill_only]
         for i in warm:
             s = seqs[i]

@@ -304,7 +304,7 @@ def test_4bit_greedy_answers_batched_and_after_a_prefix_hit_equal_alone(kernel: 
             alone.append(_greedy(sched, p))
         finally:
             sched.stop()
-    sched = _scheduler(model, step, PrefixCache(1 << 24))
+    sched = _scheduler(model, step, PrefixCache(1 << 24, min_tokens=1))  # the prompts are 3-11 tokens
     try:
         together = [text for text, _ in _run_together(sched, [(_seq(p, o, new=10), o) for p in PROMPTS
                                                                for o in [_Outcome()]])]  # fmt: skip
@@ -320,6 +320,30 @@ def test_4bit_greedy_answers_batched_and_after_a_prefix_hit_equal_alone(kernel: 
         assert _greedy(sched, longer) == want
     finally:
         sched.stop()
+
+
+def test_a_4bit_prompt_is_cached_without_its_last_token_so_a_hit_computes_what_a_cold_pass_does(kernel: str) -> None:
+    """The step computes a prompt's last token (prefill.prefill_pass); a later, longer prompt's cold pass computes
+    that same token with the trunk. So the prefix cache keeps a 4-bit prompt without it, and a hit's logits equal a
+    cold pass's bit for bit (a last-token hit once changed a second turn's answer on the embedded model)."""
+    from app.engine.prefill import prefill_pass
+
+    model, step = _built(_q4_model(5))
+    prefix = PrefixCache(1 << 24, min_tokens=1)
+    sched = _scheduler(model, step, prefix)
+    try:
+        _greedy(sched, PROMPTS[2])
+    finally:
+        sched.stop()
+    longer = torch.tensor([[*PROMPTS[2], 30, 31, 32]])
+    n, kv = prefix.lookup(longer[0].tolist())
+    assert kv is not None and n == len(PROMPTS[2]) - 1
+    every = torch.ones_like(longer)
+    with torch.inference_mode():
+        cold = prefill_pass(model, step, "cpu", longer, every, torch.arange(longer.shape[1])[None], BatchKVCache())
+        past = BatchKVCache([(k.clone(), v.clone()) for k, v in kv])
+        hit = prefill_pass(model, step, "cpu", longer[:, n:], every, torch.arange(n, longer.shape[1])[None], past)
+    assert torch.equal(hit, cold)
 
 
 @pytest.mark.parametrize(
